@@ -1,0 +1,1 @@
+"""The Todo API: an async, multi-user Todo REST service."""

@@ -1,0 +1,168 @@
+"""Issuing our access tokens, and the one verifier for every accepted token (ours, Better Auth's).
+
+A token names its issuer (`iss`); the verifier looks that issuer up among the trusted ones, takes
+the key with the token's `kid` from that issuer's key source, and verifies the signature with the
+algorithm of that key. Only then are the claims checked, so `token_expired` is only ever said of
+an authentic token.
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from backend.auth.keys import ACCEPTED_ALGORITHMS, KeySource, KeysUnavailable, LocalKeys
+from backend.errors import InvalidToken, MissingToken, ServiceUnavailable, TokenExpired
+from backend.models import AuthProvider
+
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
+# Headers that would let a token choose its own verification key.
+_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+MAX_SUBJECT_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    subject: str
+    provider: AuthProvider
+    issued_at: int
+    expires_at: int
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    provider: AuthProvider
+    issuer: str
+    audience: str
+    keys: KeySource
+    # The `typ` claim this issuer's access tokens carry (ours do; Better Auth's carry none).
+    token_type: str | None = None
+
+
+class TokenVerifier:
+    """Verifies bearer tokens from any trusted issuer."""
+
+    def __init__(
+        self, issuers: Sequence[TrustedIssuer], *, leeway_seconds: int, max_token_bytes: int
+    ) -> None:
+        self._issuers = {issuer.issuer: issuer for issuer in issuers}
+        self._leeway = leeway_seconds
+        self._max_bytes = max_token_bytes
+
+    async def verify(self, token: str) -> Principal:
+        if not token:
+            raise MissingToken()
+        if len(token) > self._max_bytes:
+            raise InvalidToken("The access token is too large.")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken("The access token is malformed.") from exc
+
+        algorithm = header.get("alg")
+        kid = header.get("kid")
+        if algorithm not in ACCEPTED_ALGORITHMS or not isinstance(kid, str):
+            raise InvalidToken("The access token's algorithm or key id is not accepted.")
+        if _FORBIDDEN_HEADERS & header.keys():
+            raise InvalidToken("The access token names its own key; that is not accepted.")
+        claimed_issuer = unverified.get("iss") if isinstance(unverified, dict) else None
+        issuer = self._issuers.get(claimed_issuer) if isinstance(claimed_issuer, str) else None
+        if issuer is None:
+            raise InvalidToken("The access token's issuer is not trusted.")
+
+        try:
+            key = await issuer.keys.get(kid)
+        except KeysUnavailable as exc:
+            raise ServiceUnavailable("The identity provider's keys cannot be fetched.") from exc
+        if key is None or key.algorithm != algorithm:
+            raise InvalidToken("The access token was not signed by a trusted key.")
+
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm],
+                audience=issuer.audience,
+                issuer=issuer.issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired() from exc
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken() from exc
+        return _principal(claims, issuer)
+
+
+def _principal(claims: dict[str, Any], issuer: TrustedIssuer) -> Principal:
+    subject, issued_at, expires_at = claims["sub"], claims["iat"], claims["exp"]
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+        raise InvalidToken("The access token's subject is not valid.")
+    if not all(
+        isinstance(value, int | float) and not isinstance(value, bool)
+        for value in (issued_at, expires_at)
+    ):
+        raise InvalidToken("The access token's timestamps are not numbers.")
+    if issuer.token_type is not None and claims.get("typ") != issuer.token_type:
+        raise InvalidToken("This is not an access token.")
+    email, name = claims.get("email"), claims.get("name")
+    return Principal(
+        subject=subject,
+        provider=issuer.provider,
+        issued_at=int(issued_at),
+        expires_at=int(expires_at),
+        email=email if isinstance(email, str) else None,
+        name=name if isinstance(name, str) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+class AccessTokenIssuer:
+    """Signs our access tokens: EdDSA, header {alg, kid}, claims sub/iat/exp/iss/aud/typ."""
+
+    def __init__(self, keys: LocalKeys, *, issuer: str, audience: str, lifetime_seconds: int):
+        self._keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self._lifetime = lifetime_seconds
+
+    def issue(self, subject: str, *, not_before: float | None = None) -> IssuedToken:
+        """A new access token for `subject`.
+
+        `not_before` is the user's "tokens valid after" instant: tokens are refused when their
+        `iat` is earlier, and `iat` has whole-second resolution, so a token issued in the same
+        second as a logout-all gets an `iat` rounded up to the next second (within the leeway).
+        """
+        now = time.time()
+        issued_at = int(now)
+        if not_before is not None:
+            issued_at = max(issued_at, math.ceil(not_before))
+        expires_at = issued_at + self._lifetime
+        token = jwt.encode(
+            {
+                "sub": subject,
+                "iat": issued_at,
+                "exp": expires_at,
+                "iss": self.issuer,
+                "aud": self.audience,
+                "typ": ACCESS_TOKEN_TYPE,
+            },
+            self._keys.private_key,
+            algorithm="EdDSA",
+            headers={"kid": self._keys.kid},
+        )
+        return IssuedToken(token=token, expires_in=max(1, round(expires_at - now)))

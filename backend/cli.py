@@ -1,0 +1,104 @@
+"""The `todo-api` console command: serve, migrate, export the OpenAPI document, generate a key."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from backend.auth.keys import generate_private_key_pem
+from backend.config import get_settings
+from backend.logs import configure_logging
+from backend.main import create_app
+from backend.migrations import upgrade_to_head
+
+
+def served_app() -> FastAPI:
+    """The app as uvicorn's workers build it: with the process's settings and JSON logs."""
+    configure_logging(get_settings())
+    return create_app()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    if settings.is_sqlite or args.migrate:
+        upgrade_to_head(settings.database_url)
+    uvicorn.run(
+        "backend.cli:served_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # The app itself decides which proxies to trust (TRUSTED_PROXIES), for rate limits.
+        proxy_headers=False,
+        timeout_keep_alive=args.keep_alive,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _migrate(_args: argparse.Namespace) -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    upgrade_to_head(settings.database_url)
+
+
+def openapi_document() -> str:
+    return json.dumps(create_app().openapi(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _openapi(args: argparse.Namespace) -> None:
+    document = openapi_document()
+    if args.output == "-":
+        sys.stdout.write(document)
+    else:
+        Path(args.output).write_text(document, encoding="utf-8")
+
+
+def _genkey(_args: argparse.Namespace) -> None:
+    sys.stdout.write(generate_private_key_pem())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="todo-api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API (migrates the SQLite database first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--migrate", action="store_true", help="also migrate a PostgreSQL database first"
+    )
+    serve.add_argument("--keep-alive", type=int, default=5, help="idle keep-alive seconds")
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.set_defaults(handler=_migrate)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--output", default="openapi.json", help="a file, or - for stdout")
+    openapi.set_defaults(handler=_openapi)
+
+    genkey = commands.add_parser("genkey", help="print a new Ed25519 signing key (PEM)")
+    genkey.set_defaults(handler=_genkey)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ValueError as exc:  # settings and key errors: say what to fix, without a traceback
+        sys.exit(f"todo-api: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Every knob of the service, read from the environment and an optional `.env` file.
+
+Each field's environment variable is its name in upper case (`database_url` -> `DATABASE_URL`).
+The README lists them all. `Settings()` refuses insecure combinations in production with a
+message that names the variable to set.
+"""
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from limits import parse as parse_rate_limit
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./todo.db"
+DEFAULT_KEY_FILE = Path(".todo-jwt-key.pem")
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL spellings operators paste (Heroku-style `postgres://`, plain `postgresql://`,
+    `sqlite://`) onto the async drivers this service uses."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(
+        "DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host/db) "
+        "or an SQLite URL (sqlite:///./todo.db)"
+    )
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Database
+    database_url: str = DEFAULT_SQLITE_URL
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    db_pool_pre_ping: bool = True
+    db_statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    sqlite_busy_timeout_ms: int = Field(default=15000, ge=0, le=600000)
+
+    # HTTP
+    cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+
+    # Our own tokens
+    jwt_private_key: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_issuer: str = Field(default="todo-api", min_length=1)
+    jwt_audience: str = Field(default="todo-api", min_length=1)
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    jwt_leeway_seconds: int = Field(default=10, ge=1, le=300)
+    max_token_bytes: int = Field(default=8192, ge=512, le=65536)
+
+    # Sessions (refresh tokens)
+    refresh_token_expire_days: int = Field(default=30, ge=1, le=365)
+    refresh_token_idle_days: int = Field(default=7, ge=1, le=365)
+    refresh_token_cookie: bool = False
+
+    # Better Auth
+    better_auth_url: str | None = None
+    better_auth_jwks_url: str | None = None
+    better_auth_issuer: str | None = None
+    better_auth_audience: str | None = None
+    better_auth_jwks_cache_seconds: int = Field(default=300, ge=1, le=86400)
+    better_auth_jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    better_auth_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    better_auth_jwks_max_bytes: int = Field(default=262144, ge=1024, le=4 * 1024 * 1024)
+
+    # Limits
+    redis_url: str | None = None
+    signup_rate_limit: str = "10/minute"
+    login_rate_limit: str = "30/minute"
+    login_lockout: str = "10/15minutes"
+    task_write_rate_limit: str = "300/minute"
+    max_tasks_per_user: int = Field(default=10000, ge=1)
+
+    # Password hashing
+    password_hash_concurrency: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("CORS_ORIGINS must list explicit origins; '*' is not allowed")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP address or CIDR") from exc
+        return value
+
+    @field_validator(
+        "signup_rate_limit", "login_rate_limit", "login_lockout", "task_write_rate_limit"
+    )
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate such as '10/minute'") from exc
+        return value
+
+    @field_validator("better_auth_url", "better_auth_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.better_auth_url and self.better_auth_token_issuer == self.jwt_issuer:
+            raise ValueError(
+                "JWT_ISSUER must differ from the Better Auth issuer, so that a token's issuer "
+                "says unambiguously which keys verify it"
+            )
+        if self.environment == "production":
+            self._check_production()
+        return self
+
+    def _check_production(self) -> None:
+        problems: list[str] = []
+        if self.jwt_private_key is None and self.jwt_private_key_file is None:
+            problems.append(
+                "set JWT_PRIVATE_KEY (an Ed25519 private key in PEM) or JWT_PRIVATE_KEY_FILE; "
+                "generate one with `todo-api genkey`"
+            )
+        if self.jwks_url and not _is_secure_url(self.jwks_url):
+            problems.append(
+                "BETTER_AUTH_URL / BETTER_AUTH_JWKS_URL must use https:// (keys fetched over "
+                "plain http could be replaced in transit)"
+            )
+        if self.refresh_token_cookie and any(o.startswith("http://") for o in self.cors_origins):
+            problems.append("with REFRESH_TOKEN_COOKIE, CORS_ORIGINS must be https:// origins")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def better_auth_enabled(self) -> bool:
+        return self.better_auth_url is not None
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where Better Auth publishes its public keys."""
+        if self.better_auth_jwks_url:
+            return self.better_auth_jwks_url
+        if self.better_auth_url:
+            return f"{self.better_auth_url}/api/auth/jwks"
+        return None
+
+    @property
+    def better_auth_token_issuer(self) -> str | None:
+        return self.better_auth_issuer or self.better_auth_url
+
+    @property
+    def better_auth_token_audience(self) -> str | None:
+        return self.better_auth_audience or self.better_auth_url
+
+    @property
+    def key_file(self) -> Path:
+        return self.jwt_private_key_file or DEFAULT_KEY_FILE
+
+
+def _is_secure_url(url: str) -> bool:
+    if url.startswith("https://"):
+        return True
+    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return host in {"localhost", "127.0.0.1", "::1"}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,151 @@
+"""The database: one async engine per process, one session per request, one place that commits.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on. Writing
+requests open their transaction with `BEGIN IMMEDIATE`, so concurrent writers queue on the busy
+timeout instead of failing with "database is locked" when a read lock cannot be upgraded.
+PostgreSQL runs through asyncpg with a pool that pings before use and gives up quickly, so an
+outage turns into fast 503s and the pool heals by itself when the server is back.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Request
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.config import Settings
+
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BEGIN_MODE = "todo_sqlite_begin"
+
+
+def casefold_sql(value: str | None) -> str | None:
+    """SQLite's lower() folds ASCII only; searches register this as `casefold()` instead."""
+    return None if value is None else value.casefold()
+
+
+def _sqlite_on_connect(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let the "begin" listener below emit BEGIN itself (SQLAlchemy's documented recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+        dbapi_connection.create_function("casefold", 1, casefold_sql, deterministic=True)
+
+    return on_connect
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def build_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        engine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
+        event.listen(
+            engine.sync_engine, "connect", _sqlite_on_connect(settings.sqlite_busy_timeout_ms)
+        )
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.db_connect_timeout_seconds,
+            "command_timeout": settings.db_statement_timeout_seconds,
+            "server_settings": {"application_name": "todo-api"},
+        },
+    )
+
+
+class Database:
+    """The process's engine and the only place that opens, commits and rolls back sessions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = build_engine(settings)
+        self.is_sqlite = settings.is_sqlite
+        self._readers = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
+        )
+        self._writers = async_sessionmaker(
+            self.engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"}),
+            class_=AsyncSession,
+            expire_on_commit=False,
+            autoflush=False,
+        )
+
+    @asynccontextmanager
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """A unit of work: committed when the block ends normally, rolled back otherwise."""
+        factory = self._writers if write else self._readers
+        async with factory() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session; writing methods get a write transaction."""
+    database: Database = request.app.state.runtime.db
+    async with database.session(write=request.method not in READ_ONLY_METHODS) as session:
+        yield session
+
+
+class casefold_contains(FunctionElement[bool]):  # noqa: N801 (SQL function naming)
+    """`casefold_contains(column, text)`: whether `text` occurs in `column`, ignoring case, with
+    `%`, `_` and `\\` in `text` taken literally. PostgreSQL uses ILIKE; SQLite, whose lower() only
+    folds ASCII, compares Python-casefolded values through the `casefold()` SQL function that
+    every connection registers."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    name = "casefold_contains"
+
+
+def like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@compiles(casefold_contains)
+def _compile_casefold_contains(element: casefold_contains, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"{column} ILIKE {pattern} ESCAPE '\\'"
+
+
+@compiles(casefold_contains, "sqlite")
+def _compile_casefold_contains_sqlite(element: casefold_contains, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"casefold({column}) LIKE casefold({pattern}) ESCAPE '\\'"

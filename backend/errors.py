@@ -1,0 +1,336 @@
+"""Typed domain errors and the one renderer that turns every error into problem+json (RFC 9457).
+
+A domain error carries its HTTP status and a stable machine-readable `code`; services raise them,
+and the handlers registered by `install_error_handlers` render them, FastAPI's validation errors
+(as 400, not 422), Starlette's HTTP errors (404, 405…) and database outages (503). Anything else
+is rendered as a generic 500 by the request middleware, which logs it with the request id.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("backend.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemError(BaseModel):
+    loc: list[str | int] = Field(examples=[["body", "title"]])
+    msg: str = Field(examples=["String should have at least 1 character"])
+    type: str = Field(examples=["string_too_short"])
+
+
+class Problem(BaseModel):
+    """The body of every error response (RFC 9457 problem details)."""
+
+    type: str = Field(default="about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Bad Request"])
+    status: int = Field(examples=[400])
+    detail: str = Field(examples=["body.title: title must not be empty"])
+    code: str = Field(
+        description="Stable machine-readable error code.", examples=["validation_error"]
+    )
+    errors: list[ProblemError] | None = Field(
+        default=None, description="Present on validation failures: one entry per problem."
+    )
+    request_id: str = Field(examples=["6f1c2e0d9a8b4c7e9d0f1a2b3c4d5e6f"])
+
+
+class AppError(Exception):
+    """Base of the domain errors: an HTTP status, a stable code and a human-readable detail."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_detail: ClassVar[str] = "Something went wrong."
+
+    def __init__(
+        self, detail: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.detail = detail or self.default_detail
+        self.headers = dict(headers or {})
+        super().__init__(self.detail)
+
+
+class ValidationFailed(AppError):
+    status_code = 400
+    code = "validation_error"
+    default_detail = "The request is not valid."
+
+    def __init__(self, detail: str, *, loc: Sequence[str | int] = (), type_: str = "value_error"):
+        super().__init__(detail)
+        self.errors = [{"loc": list(loc), "msg": detail, "type": type_}] if loc else None
+
+
+class WeakPassword(AppError):
+    status_code = 400
+    code = "weak_password"
+    default_detail = "This password is too common; choose a less predictable one."
+
+
+class WrongPassword(AppError):
+    status_code = 400
+    code = "wrong_password"
+    default_detail = "The current password is not correct."
+
+
+class Unauthorized(AppError):
+    """401 for a bearer-protected route: carries the `WWW-Authenticate` challenge."""
+
+    status_code = 401
+    code = "invalid_token"
+    default_detail = "The access token is not valid."
+
+    def __init__(self, detail: str | None = None) -> None:
+        challenge = 'Bearer realm="todo-api"'
+        if self.code != "missing_token":
+            challenge += ', error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class MissingToken(Unauthorized):
+    code = "missing_token"
+    default_detail = "This route needs an Authorization: Bearer <token> header."
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+
+
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+    default_detail = "The access token has expired; get a new one."
+
+
+class InvalidCredentials(AppError):
+    status_code = 401
+    code = "invalid_credentials"
+    default_detail = "The email or password is not correct."
+
+
+class InvalidRefreshToken(AppError):
+    status_code = 401
+    code = "invalid_refresh_token"
+    default_detail = "The refresh token is not valid; log in again."
+
+
+class RefreshTokenReused(AppError):
+    status_code = 401
+    code = "refresh_token_reused"
+    default_detail = (
+        "This refresh token was already used, so the session has been ended; log in again."
+    )
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+    default_detail = "This path belongs to another user."
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+    default_detail = "No such resource."
+
+
+class EmailTaken(AppError):
+    status_code = 409
+    code = "email_taken"
+    default_detail = "An account with this email already exists."
+
+
+class TooManyTasks(AppError):
+    status_code = 409
+    code = "too_many_tasks"
+    default_detail = "The task limit for this account is reached; delete some tasks first."
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    default_detail = "The request body is too large."
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    default_detail = "Request bodies must be JSON (Content-Type: application/json)."
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+    default_detail = "Too many requests; try again later."
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    default_detail = "The service is temporarily unavailable; try again shortly."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+# Codes for HTTP errors raised by the framework itself (unknown route, wrong method…).
+_HTTP_STATUS_CODES = {
+    400: "validation_error",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+def request_id_of(request_or_scope: Request | Mapping[str, Any]) -> str:
+    scope = request_or_scope.scope if isinstance(request_or_scope, Request) else request_or_scope
+    state = scope.get("state") or {}
+    return str(state.get("request_id", ""))
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    request_id: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    body["request_id"] = request_id
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def _app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    return problem_response(
+        status=exc.status_code,
+        code=exc.code,
+        detail=exc.detail,
+        request_id=request_id_of(request),
+        errors=errors,
+        headers=exc.headers,
+    )
+
+
+def _loc_text(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's error entries without `input` and `ctx`, which may echo secrets (passwords)."""
+    errors = []
+    for error in raw:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        errors.append({"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))})
+    return errors
+
+
+def _validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    parts = [f"{_loc_text(e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors[:3]]
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more")
+    return problem_response(
+        status=400,
+        code="validation_error",
+        detail="; ".join(parts) or "The request is not valid.",
+        request_id=request_id_of(request),
+        errors=errors,
+    )
+
+
+def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404:
+        detail = "No such route or resource."
+    elif status == 405:
+        detail = f"Method {request.method} is not allowed here."
+    else:
+        detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
+    return problem_response(
+        status=status,
+        code=_HTTP_STATUS_CODES.get(status, "internal_error" if status >= 500 else "error"),
+        detail=detail,
+        request_id=request_id_of(request),
+        headers=exc.headers,
+    )
+
+
+def _database_error_handler(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, sa_exc.DBAPIError) and not is_outage(exc):
+        return internal_error_response(request.scope, exc)
+    logger.warning(
+        "database unavailable: %s",
+        type(exc).__name__,
+        extra={"request_id": request_id_of(request)},
+    )
+    error = ServiceUnavailable("The database is not reachable right now; try again shortly.")
+    return _app_error_handler(request, error)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a database error means "the database is unreachable or overloaded", as opposed
+    to a bug in a query."""
+    if isinstance(exc, sa_exc.TimeoutError | OSError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return False
+
+
+def internal_error_response(scope: Mapping[str, Any], exc: BaseException) -> Response:
+    request_id = request_id_of(scope)
+    logger.error(
+        "unhandled error while serving %s %s",
+        scope.get("method"),
+        scope.get("path"),
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
+    return problem_response(
+        status=500,
+        code="internal_error",
+        detail="Something went wrong on our side. Quote the request id if you report it.",
+        request_id=request_id,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    for outage in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError):
+        app.add_exception_handler(outage, _database_error_handler)

@@ -1,0 +1,79 @@
+"""The application factory: lifespan, middleware, error handlers, routers, documentation."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend.config import Settings, get_settings
+from backend.errors import install_error_handlers
+from backend.middleware import BodyGuardMiddleware, RequestContextMiddleware
+from backend.openapi import install_docs, install_openapi
+from backend.routes import auth, health, tasks
+from backend.runtime import Runtime
+
+DESCRIPTION = """\
+A multi-user Todo API. Sign up or log in under **auth** to get an access token (or bring a
+Better Auth JWT), press **Authorize**, then call the **tasks** routes with your own user id.
+
+Every error is `application/problem+json` with a stable `code` and the `request_id`.
+"""
+
+# Headers a browser script may read on a cross-origin response.
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Todo API",
+        version=version("todo-api"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_tags=[
+            {"name": "auth", "description": "Accounts, sign-in and tokens."},
+            {"name": "tasks", "description": "A user's own tasks."},
+            {"name": "operations", "description": "Health and readiness probes."},
+        ],
+    )
+    install_error_handlers(app)
+    # Added innermost first: the request context wraps everything, CORS wraps the body guard.
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(tasks.router)
+    install_openapi(app)
+    install_docs(app)
+    return app

@@ -1,0 +1,133 @@
+"""The tables. Request and response shapes live in `schemas.py`, never here.
+
+Conventions: timestamps are stored in UTC and always come back timezone-aware; constraint and
+index names follow the metadata's naming convention, so migrations can refer to them; every task
+index starts with the owner, because every task query is scoped by its owner.
+"""
+
+import uuid
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, to the millisecond: the precision the API shows, so that what a client
+    reads back is exactly what is stored."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC that is always returned timezone-aware (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Priority(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+_PRIORITY_RANK = {Priority.low: 1, Priority.medium: 2, Priority.high: 3}
+_RANK_PRIORITY = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
+
+
+class PriorityRank(TypeDecorator[Priority]):
+    """Priority stored as its rank (1 low, 2 medium, 3 high), so ORDER BY sorts by rank and an
+    index serves it."""
+
+    impl = sa.SmallInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Priority | str | None, dialect: Dialect) -> int | None:
+        return None if value is None else _PRIORITY_RANK[Priority(value)]
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> Priority | None:
+        return None if value is None else _RANK_PRIORITY[value]
+
+
+class AuthProvider(StrEnum):
+    local = "local"
+    better_auth = "better_auth"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        # Local accounts have unique emails; Better Auth users are separate accounts even when an
+        # email matches, so the constraint covers local rows only.
+        sa.Index(
+            "uq_users_local_email",
+            "email",
+            unique=True,
+            sqlite_where=sa.text("provider = 'local'"),
+            postgresql_where=sa.text("provider = 'local'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    provider: AuthProvider = Field(sa_type=sa.String(16), nullable=False)
+    # Always set for local accounts; a Better Auth token may carry no email claim.
+    email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+    password_hash: str | None = Field(default=None, max_length=512)
+    task_count: int = Field(default=0, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.CheckConstraint("priority BETWEEN 1 AND 3", name="priority_rank"),
+        sa.Index("ix_tasks_user_created", "user_id", "created_at", "id"),
+        sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
+        sa.Index("ix_tasks_user_due", "user_id", "due_date", "id"),
+        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
+        # Title sorts case-insensitively; the index holds the same expression.
+        sa.Index("ix_tasks_user_title", "user_id", sa.text("lower(title)"), "id"),
+        sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    title: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    completed: bool = Field(default=False, nullable=False)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    priority: Priority = Field(default=Priority.medium, sa_type=PriorityRank, nullable=False)
+    due_date: date | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -1,0 +1,45 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from backend.dependencies import runtime_of
+from backend.errors import ServiceUnavailable, is_outage
+from backend.openapi import problem_responses
+
+router = APIRouter(tags=["operations"])
+logger = logging.getLogger("backend.health")
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class Status(BaseModel):
+    status: str
+
+
+@router.get("/health", summary="Liveness", operation_id="health")
+async def health() -> Status:
+    """200 while the process is up and serving; it checks nothing else."""
+    return Status(status="ok")
+
+
+@router.get(
+    "/ready",
+    summary="Readiness",
+    operation_id="ready",
+    responses=problem_responses(503, descriptions={503: "The database does not answer."}),
+)
+async def ready(request: Request) -> Status:
+    """200 when the database answers a query within two seconds, 503 otherwise."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await runtime_of(request).db.ping()
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        logger.warning("not ready: the database does not answer (%s)", type(exc).__name__)
+        raise ServiceUnavailable("The database does not answer.") from exc
+    return Status(status="ready")

@@ -1,0 +1,89 @@
+"""The objects one worker process keeps for its lifetime, built in the app's lifespan.
+
+Nothing in here is state that matters between requests: any number of workers can serve the same
+database, each with its own pool, caches and hashing threads.
+"""
+
+from dataclasses import dataclass
+
+import httpx
+
+from backend.auth.keys import LocalKeys, RemoteJwks
+from backend.auth.passwords import PasswordHasher
+from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerifier, TrustedIssuer
+from backend.config import Settings
+from backend.db import Database
+from backend.models import AuthProvider
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    hasher: PasswordHasher
+    local_keys: LocalKeys
+    access_tokens: AccessTokenIssuer
+    verifier: TokenVerifier
+    better_auth_keys: RemoteJwks | None
+    http: httpx.AsyncClient
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Runtime":
+        local_keys = LocalKeys.from_settings(settings)
+        access_tokens = AccessTokenIssuer(
+            local_keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            lifetime_seconds=settings.access_token_expire_minutes * 60,
+        )
+        issuers = [
+            TrustedIssuer(
+                provider=AuthProvider.local,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                keys=local_keys,
+                token_type=ACCESS_TOKEN_TYPE,
+            )
+        ]
+        http = httpx.AsyncClient(follow_redirects=False)
+        better_auth_keys = None
+        if settings.jwks_url:
+            better_auth_keys = RemoteJwks(
+                url=settings.jwks_url,
+                client=http,
+                cache_seconds=settings.better_auth_jwks_cache_seconds,
+                cooldown_seconds=settings.better_auth_jwks_refetch_cooldown_seconds,
+                timeout_seconds=settings.better_auth_jwks_timeout_seconds,
+                max_bytes=settings.better_auth_jwks_max_bytes,
+            )
+            assert settings.better_auth_token_issuer
+            assert settings.better_auth_token_audience
+            issuers.append(
+                TrustedIssuer(
+                    provider=AuthProvider.better_auth,
+                    issuer=settings.better_auth_token_issuer,
+                    audience=settings.better_auth_token_audience,
+                    keys=better_auth_keys,
+                )
+            )
+        hasher = PasswordHasher(concurrency=settings.password_hash_concurrency)
+        await hasher.warm_up()
+        return cls(
+            settings=settings,
+            db=Database(settings),
+            hasher=hasher,
+            local_keys=local_keys,
+            access_tokens=access_tokens,
+            verifier=TokenVerifier(
+                issuers,
+                leeway_seconds=settings.jwt_leeway_seconds,
+                max_token_bytes=settings.max_token_bytes,
+            ),
+            better_auth_keys=better_auth_keys,
+            http=http,
+        )
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        await self.db.dispose()
+        self.hasher.close()

@@ -1,0 +1,149 @@
+"""Accounts: signup, password login, the user behind a token, and Better Auth provisioning.
+
+No HTTP here: functions take a session and plain values, raise domain errors, and never commit
+(the request's unit of work does).
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.auth.passwords import PasswordHasher, is_common_password
+from backend.auth.tokens import Principal
+from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
+from backend.models import AuthProvider, User, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The columns of a user that requests need: loaded on every authenticated request."""
+
+    id: str
+    provider: AuthProvider
+    email: str | None
+    name: str | None
+    created_at: datetime
+
+
+_ACCOUNT_COLUMNS: tuple[Any, ...] = (
+    col(User.id),
+    col(User.provider),
+    col(User.email),
+    col(User.name),
+    col(User.created_at),
+)
+
+
+def _account(user: User) -> Account:
+    return Account(user.id, user.provider, user.email, user.name, user.created_at)
+
+
+def check_password_strength(password: str) -> None:
+    if is_common_password(password):
+        raise WeakPassword(
+            "This password is among the most common ones and would be guessed quickly; "
+            "choose another."
+        )
+
+
+async def signup(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    *,
+    email: str,
+    password: str,
+    name: str | None,
+) -> Account:
+    """Create a local account. Emails are unique among local accounts, in any case."""
+    check_password_strength(password)
+    taken = await session.exec(
+        select(User.id).where(User.provider == AuthProvider.local, User.email == email)
+    )
+    if taken.first() is not None:
+        raise EmailTaken()
+    user = User(
+        id=str(uuid.uuid4()),
+        provider=AuthProvider.local,
+        email=email,
+        name=name,
+        password_hash=await hasher.hash(password),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except sa_exc.IntegrityError as exc:  # a concurrent signup with the same email won
+        raise EmailTaken() from exc
+    return _account(user)
+
+
+async def authenticate(
+    session: AsyncSession, hasher: PasswordHasher, *, email: str, password: str
+) -> Account:
+    """The local account with this email and password.
+
+    Unknown email and wrong password fail the same way, after the same amount of hashing work.
+    """
+    result = await session.exec(
+        select(User).where(User.provider == AuthProvider.local, User.email == email)
+    )
+    user = result.first()
+    valid, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
+    if user is None or not valid:
+        raise InvalidCredentials()
+    if upgraded_hash is not None:  # the hashing parameters changed since this hash was made
+        user.password_hash = upgraded_hash
+        user.updated_at = utcnow()
+        session.add(user)
+    return _account(user)
+
+
+async def find_account(session: AsyncSession, principal: Principal) -> Account | None:
+    """The account a verified token speaks for, if it exists and belongs to the token's issuer."""
+    result = await session.exec(select(*_ACCOUNT_COLUMNS).where(User.id == principal.subject))
+    row = result.first()
+    if row is None:
+        return None
+    account = Account(*row)
+    if account.provider != principal.provider:
+        # A Better Auth id equal to one of ours (or the reverse) never reaches the other's data.
+        raise InvalidToken("The access token's subject belongs to another identity provider.")
+    return account
+
+
+def needs_provisioning(account: Account | None, principal: Principal) -> bool:
+    """Whether a Better Auth token brings a new user, or changed email or name claims."""
+    if principal.provider != AuthProvider.better_auth:
+        return False
+    return account is None or (account.email, account.name) != (principal.email, principal.name)
+
+
+async def provision_better_auth_user(session: AsyncSession, principal: Principal) -> Account:
+    """Create or update the local row of a Better Auth user from the token's claims, so that
+    tasks have their owner row. Safe against concurrent first requests of the same user."""
+    result = await session.exec(select(User).where(User.id == principal.subject))
+    user = result.first()
+    if user is None:
+        user = User(
+            id=principal.subject,
+            provider=AuthProvider.better_auth,
+            email=principal.email,
+            name=principal.name,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(user)
+        except sa_exc.IntegrityError:  # another request provisioned this user first
+            result = await session.exec(select(User).where(User.id == principal.subject))
+            user = result.one()
+    if user.provider != AuthProvider.better_auth:
+        raise InvalidToken("The access token's subject belongs to another identity provider.")
+    if (user.email, user.name) != (principal.email, principal.name):
+        user.email, user.name, user.updated_at = principal.email, principal.name, utcnow()
+        session.add(user)
+        await session.flush()
+    return _account(user)

@@ -1,0 +1,243 @@
+"""Fixtures: an isolated database per test (SQLite file and real PostgreSQL), the app with its
+lifespan, an HTTP client over ASGI, and signed-up users.
+
+Every test that takes `database_url` (directly or through `client`) runs twice: on a fresh SQLite
+file copied from a migrated template, and on a PostgreSQL database migrated once per test worker
+and emptied before each test. PostgreSQL is skipped when unreachable, except under CI=true, where
+its absence fails the run.
+"""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from backend.auth.keys import generate_private_key_pem
+from backend.config import Settings
+from backend.main import create_app
+from backend.migrations import upgrade_to_head
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _postgres_server_url() -> str:
+    """The PostgreSQL server of the PostgreSQL leg: DATABASE_URL when it names one, else the
+    machine's local server."""
+    for name in ("TEST_POSTGRES_URL", "DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
+            return url
+    return "postgresql://postgres@127.0.0.1:5432/test"
+
+
+POSTGRES_SERVER_URL = _postgres_server_url()
+
+# Tests build their settings explicitly; the developer's environment must not leak into them.
+for _field in Settings.model_fields:
+    os.environ.pop(_field.upper(), None)
+
+TEST_SIGNING_KEY = generate_private_key_pem()
+TEST_PASSWORD = "river-lantern-48-quietly"
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1).replace(
+        "postgres://", "postgresql://", 1
+    )
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    base = asyncpg_dsn(server_url).rsplit("/", 1)[0]
+    return f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{database}"
+
+
+async def _pg_execute(url: str, *statements: str) -> list[Any]:
+    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
+    try:
+        return [await connection.fetch(statement) for statement in statements]
+    finally:
+        await connection.close()
+
+
+def postgres_reachable() -> bool:
+    try:
+        asyncio.run(_pg_execute(POSTGRES_SERVER_URL, "SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    return True
+
+
+def require_postgres() -> None:
+    if postgres_reachable():
+        return
+    if IN_CI:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_SERVER_URL} is not reachable, and CI=true requires it"
+        )
+    pytest.skip(f"PostgreSQL at {POSTGRES_SERVER_URL} is not reachable")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade_to_head(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database(worker_id: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of this test worker's own."""
+    require_postgres()
+    name = f"todo_test_{worker_id}_{os.getpid()}"
+    asyncio.run(
+        _pg_execute(
+            POSTGRES_SERVER_URL,
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            f'CREATE DATABASE "{name}"',
+        )
+    )
+    url = database_url_for(POSTGRES_SERVER_URL, name)
+    upgrade_to_head(url)
+    yield url
+    if postgres_reachable():
+        asyncio.run(
+            _pg_execute(POSTGRES_SERVER_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+
+
+def empty_postgres(url: str) -> None:
+    async def truncate() -> None:
+        (tables,) = await _pg_execute(
+            url,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'",
+        )
+        names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+        await _pg_execute(url, f"TRUNCATE {names} CASCADE")
+
+    asyncio.run(truncate())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty, migrated database of this test's own, on each engine in turn."""
+    if request.param == "sqlite":
+        path = tmp_path / "todo.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    empty_postgres(url)
+    return url
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> SettingsFactory:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "jwt_private_key": TEST_SIGNING_KEY,
+            "log_format": "text",
+            "password_hash_concurrency": 4,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan started, as a server would run it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", **kwargs
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as app:
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as client:
+        yield client
+
+
+@dataclass
+class SignedUp:
+    id: str
+    email: str
+    password: str
+    token: str
+    body: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def tasks_url(self) -> str:
+        return f"/api/{self.id}/tasks"
+
+
+async def sign_up(
+    client: httpx.AsyncClient, *, email: str | None = None, password: str = TEST_PASSWORD
+) -> SignedUp:
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    response = await client.post("/api/auth/signup", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return SignedUp(body["user"]["id"], email, password, body["access_token"], body)
+
+
+@pytest.fixture
+async def user(client: httpx.AsyncClient) -> SignedUp:
+    return await sign_up(client)
+
+
+@pytest.fixture
+async def other_user(client: httpx.AsyncClient) -> SignedUp:
+    return await sign_up(client)
+
+
+SignUp = Callable[..., Awaitable[SignedUp]]
+
+
+def postgres_cluster_command(action: str) -> list[str]:
+    """The command that stops or starts the machine's PostgreSQL cluster."""
+    versions = sorted(Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        pytest.skip("no local PostgreSQL cluster to stop and start")
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", action]
+    return [*command, "-m", "fast"] if action == "stop" else command
+
+
+def set_postgres_running(running: bool) -> None:
+    subprocess.run(postgres_cluster_command("start" if running else "stop"), check=True)

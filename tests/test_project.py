@@ -1,0 +1,102 @@
+"""The project's own files: pins in step, the Python version, and the console command."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if match := re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line.strip()):
+            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    return pins
+
+
+def test_requirements_files_pin_what_pyproject_pins() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _pins(ROOT / "requirements.txt")
+    dev = _pins(ROOT / "requirements-dev.txt")
+    for spec in project["dependencies"]:
+        name, version = _pins_of(spec)
+        assert runtime.get(name) == version, f"requirements.txt disagrees on {name}"
+    for spec in project["optional-dependencies"]["dev"]:
+        name, version = _pins_of(spec)
+        assert dev.get(name) == version, f"requirements-dev.txt disagrees on {name}"
+
+
+def _pins_of(spec: str) -> tuple[str, str]:
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", spec)
+    assert match, f"{spec!r} in pyproject.toml is not pinned with =="
+    return re.sub(r"[-_.]+", "-", match[1]).lower(), match[2]
+
+
+def test_python_version_file_says_3_13() -> None:
+    assert (ROOT / ".python-version").read_text().strip() == "3.13"
+    assert sys.version_info[:2] == (3, 13)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_command_migrates_sqlite_and_serves_health_and_docs(tmp_path: Path) -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "backend.cli", "serve", "--port", str(port)]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("the server did not start")
+                time.sleep(0.2)
+        assert health.status_code == 200
+        docs = httpx.get(f"{base}/docs", timeout=5)
+        assert docs.status_code == 200 and "swagger-ui" in docs.text
+        signup = httpx.post(
+            f"{base}/api/auth/signup",
+            json={"email": "first@example.com", "password": "a fine first password"},
+            timeout=10,
+        )
+        assert signup.status_code == 201, signup.text
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    assert (tmp_path / "todo.db").exists()
+    assert (tmp_path / ".todo-jwt-key.pem").stat().st_mode & 0o077 == 0
+    assert "Running upgrade" in output
+
+
+def test_serve_refuses_production_without_a_signing_key(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "ENVIRONMENT": "production"}
+    result = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "JWT_PRIVATE_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
