@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,3 +241,19 @@ def postgres_cluster_command(action: str) -> list[str]:
 
 def set_postgres_running(running: bool) -> None:
     subprocess.run(postgres_cluster_command("start" if running else "stop"), check=True)
+
+
+WithSettings = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, SignedUp]]]
+
+
+@pytest.fixture
+def with_settings(make_settings: SettingsFactory) -> WithSettings:
+    """`async with with_settings(max_tasks_per_user=2) as (client, user)`: an app started with
+    these settings, a client for it and a signed-up user."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, SignedUp]]:
+        async with running_app(make_settings(**overrides)) as app, client_for(app) as client:
+            yield client, await sign_up(client)
+
+    return start

@@ -165,4 +165,4 @@ class AccessTokenIssuer:
             algorithm="EdDSA",
             headers={"kid": self._keys.kid},
         )
-        return IssuedToken(token=token, expires_in=max(1, round(expires_at - now)))
+        return IssuedToken(token=token, expires_in=self._lifetime)
