@@ -101,9 +101,9 @@ NewPassword = Annotated[
     ),
 ]
 DisplayName = Annotated[
-    StrictStr | None,
+    Annotated[StrictStr, Field(max_length=100)] | None,
     BeforeValidator(_blank_to_none),
-    Field(default=None, max_length=100, examples=["Ada Lovelace"]),
+    Field(default=None, examples=["Ada Lovelace"]),
 ]
 
 
@@ -263,9 +263,9 @@ class TaskListQuery(BaseModel):
 
     status: TaskStatus = TaskStatus.all
     q: Annotated[
-        str | None,
+        Annotated[str, Field(max_length=200)] | None,
         BeforeValidator(_blank_to_none),
-        Field(max_length=200, description="Case-insensitive substring of title or description."),
+        Field(description="Case-insensitive substring of title or description."),
     ] = None
     priority: Priority | None = None
     due_before: date | None = Field(default=None, description="Inclusive upper bound on due_date.")
