@@ -1,6 +1,7 @@
 """The `todo-api` console command: serve, migrate, export the OpenAPI document, generate a key."""
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -9,10 +10,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from backend.auth.keys import generate_private_key_pem
-from backend.config import get_settings
+from backend.config import Settings, get_settings
+from backend.db import Database
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
+from backend.services import sessions
 
 
 def served_app() -> FastAPI:
@@ -62,6 +65,22 @@ def _openapi(args: argparse.Namespace) -> None:
         Path(args.output).write_text(document, encoding="utf-8")
 
 
+async def purge_sessions(settings: Settings) -> int:
+    database = Database(settings)
+    try:
+        async with database.session(write=True) as session:
+            return await sessions.purge_expired(session)
+    finally:
+        await database.dispose()
+
+
+def _purge(_args: argparse.Namespace) -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    deleted = asyncio.run(purge_sessions(settings))
+    print(f"deleted {deleted} expired refresh token(s)")
+
+
 def _genkey(_args: argparse.Namespace) -> None:
     sys.stdout.write(generate_private_key_pem())
 
@@ -86,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", default="openapi.json", help="a file, or - for stdout")
     openapi.set_defaults(handler=_openapi)
+
+    purge = commands.add_parser(
+        "purge-sessions", help="delete expired refresh tokens (also done now and then by logins)"
+    )
+    purge.set_defaults(handler=_purge)
 
     genkey = commands.add_parser("genkey", help="print a new Ed25519 signing key (PEM)")
     genkey.set_defaults(handler=_genkey)

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     refresh_token_expire_days: int = Field(default=30, ge=1, le=365)
     refresh_token_idle_days: int = Field(default=7, ge=1, le=365)
     refresh_token_cookie: bool = False
+    refresh_cookie_samesite: Literal["strict", "lax", "none"] = "strict"
 
     # Better Auth
     better_auth_url: str | None = None

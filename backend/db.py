@@ -21,6 +21,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
+from backend.errors import AppError
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BEGIN_MODE = "todo_sqlite_begin"
@@ -97,12 +98,16 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
-        """A unit of work: committed when the block ends normally, rolled back otherwise."""
+        """A unit of work: committed when the block ends normally, rolled back otherwise (except
+        for the domain errors that say their changes must be kept)."""
         factory = self._writers if write else self._readers
         async with factory() as session:
             try:
                 yield session
                 await session.commit()
+            except AppError as exc:
+                await (session.commit() if exc.keeps_changes else session.rollback())
+                raise
             except BaseException:
                 await session.rollback()
                 raise

@@ -52,6 +52,9 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     default_detail: ClassVar[str] = "Something went wrong."
+    # A refusal that must persist what it decided (a reused refresh token ends its session):
+    # the unit of work commits before the error is answered, instead of rolling back.
+    keeps_changes: ClassVar[bool] = False
 
     def __init__(
         self, detail: str | None = None, *, headers: Mapping[str, str] | None = None
@@ -126,6 +129,7 @@ class InvalidRefreshToken(AppError):
 class RefreshTokenReused(AppError):
     status_code = 401
     code = "refresh_token_reused"
+    keeps_changes = True
     default_detail = (
         "This refresh token was already used, so the session has been ended; log in again."
     )

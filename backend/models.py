@@ -100,6 +100,8 @@ class User(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=200)
     password_hash: str | None = Field(default=None, max_length=512)
     task_count: int = Field(default=0, nullable=False)
+    # Access tokens issued before this instant are refused (logout-all, password change).
+    tokens_valid_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -131,3 +133,30 @@ class Task(SQLModel, table=True):
     due_date: date | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One refresh token of a session. A session (family) starts at a login; each refresh uses
+    its token up and adds the next one to the family. Only a hash of the token is stored."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        sa.Index("ix_refresh_tokens_user", "user_id"),
+        sa.Index("ix_refresh_tokens_family", "family_id"),
+        sa.Index("ix_refresh_tokens_expires", "expires_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    family_id: uuid.UUID = Field(nullable=False)
+    token_hash: str = Field(max_length=64, unique=True, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The family's absolute end, and this token's own end (the sooner of that and the idle limit).
+    family_expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

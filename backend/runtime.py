@@ -5,6 +5,7 @@ database, each with its own pool, caches and hashing threads.
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 
@@ -14,6 +15,7 @@ from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerif
 from backend.config import Settings
 from backend.db import Database
 from backend.models import AuthProvider
+from backend.services.sessions import SessionPolicy
 
 
 @dataclass(slots=True)
@@ -26,6 +28,7 @@ class Runtime:
     verifier: TokenVerifier
     better_auth_keys: RemoteJwks | None
     http: httpx.AsyncClient
+    session_policy: SessionPolicy
 
     @classmethod
     async def start(cls, settings: Settings) -> "Runtime":
@@ -81,6 +84,10 @@ class Runtime:
             ),
             better_auth_keys=better_auth_keys,
             http=http,
+            session_policy=SessionPolicy(
+                absolute=timedelta(days=settings.refresh_token_expire_days),
+                idle=timedelta(days=settings.refresh_token_idle_days),
+            ),
         )
 
     async def stop(self) -> None:

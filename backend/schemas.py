@@ -136,6 +136,31 @@ class AuthResponse(BaseModel):
     access_token: str = Field(description="An EdDSA-signed JWT; send it as `Bearer <token>`.")
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type)
     expires_in: int = Field(description="Seconds until the access token expires.", examples=[3600])
+    refresh_token: str | None = Field(
+        description=(
+            "Opaque and single-use: trade it at /api/auth/refresh for new tokens. Null when the "
+            "service is configured to send it as an HttpOnly cookie instead."
+        ),
+        examples=["mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew"],
+    )
+    refresh_expires_in: int = Field(
+        description="Seconds until the refresh token expires if unused.", examples=[604800]
+    )
+
+
+RefreshTokenValue = Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: RefreshTokenValue | None = Field(
+        default=None,
+        description="The refresh token; may be left out when it travels in the cookie.",
+    )
+
+
+class PasswordChangeRequest(RequestModel):
+    current_password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
+    new_password: NewPassword
 
 
 class JsonWebKeySet(BaseModel):

@@ -172,10 +172,10 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield app
 
 
-def client_for(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", **kwargs
-    )
+def client_for(
+    app: FastAPI, *, base_url: str = "http://testserver", **kwargs: Any
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **kwargs)
 
 
 @pytest.fixture

@@ -81,7 +81,9 @@ async def test_signup_returns_the_user_and_a_bearer_token(client: httpx.AsyncCli
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"user", "access_token", "token_type", "expires_in"}
+    assert set(body) == {
+        "user", "access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"
+    }  # fmt: skip
     assert set(body["user"]) == {"id", "email", "name", "created_at"}
     assert body["user"]["email"] == "ada@example.com"
     assert body["user"]["name"] == "Ada"
@@ -231,6 +233,7 @@ async def test_unknown_email_and_wrong_password_answer_identically(
     }
 
 
+@pytest.mark.serial  # a timing comparison: run alone, not next to other tests
 async def test_unknown_email_takes_as_long_as_a_wrong_password(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:
@@ -270,6 +273,7 @@ async def test_login_upgrades_a_hash_made_with_old_parameters(
     assert upgraded.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
 
+@pytest.mark.serial  # a timing measurement: run alone, not next to other tests
 async def test_logins_do_not_stall_other_requests(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:

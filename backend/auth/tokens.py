@@ -8,6 +8,7 @@ an authentic token.
 
 import math
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,10 @@ class TokenVerifier:
 
         algorithm = header.get("alg")
         kid = header.get("kid")
-        if algorithm not in ACCEPTED_ALGORITHMS or not isinstance(kid, str):
+        # Types first: an `alg` that is a list or an object is refused, not hashed (a 500).
+        if not (isinstance(algorithm, str) and isinstance(kid, str)) or (
+            algorithm not in ACCEPTED_ALGORITHMS
+        ):
             raise InvalidToken("The access token's algorithm or key id is not accepted.")
         if _FORBIDDEN_HEADERS & header.keys():
             raise InvalidToken("The access token names its own key; that is not accepted.")
@@ -160,6 +164,7 @@ class AccessTokenIssuer:
                 "iss": self.issuer,
                 "aud": self.audience,
                 "typ": ACCESS_TOKEN_TYPE,
+                "jti": uuid.uuid4().hex,  # every token is distinct, even within one second
             },
             self._keys.private_key,
             algorithm="EdDSA",

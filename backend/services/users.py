@@ -28,6 +28,7 @@ class Account:
     email: str | None
     name: str | None
     created_at: datetime
+    tokens_valid_after: datetime | None
 
 
 _ACCOUNT_COLUMNS: tuple[Any, ...] = (
@@ -36,11 +37,14 @@ _ACCOUNT_COLUMNS: tuple[Any, ...] = (
     col(User.email),
     col(User.name),
     col(User.created_at),
+    col(User.tokens_valid_after),
 )
 
 
-def _account(user: User) -> Account:
-    return Account(user.id, user.provider, user.email, user.name, user.created_at)
+def account_of(user: User) -> Account:
+    return Account(
+        user.id, user.provider, user.email, user.name, user.created_at, user.tokens_valid_after
+    )
 
 
 def check_password_strength(password: str) -> None:
@@ -78,7 +82,7 @@ async def signup(
             session.add(user)
     except sa_exc.IntegrityError as exc:  # a concurrent signup with the same email won
         raise EmailTaken() from exc
-    return _account(user)
+    return account_of(user)
 
 
 async def authenticate(
@@ -99,11 +103,12 @@ async def authenticate(
         user.password_hash = upgraded_hash
         user.updated_at = utcnow()
         session.add(user)
-    return _account(user)
+    return account_of(user)
 
 
 async def find_account(session: AsyncSession, principal: Principal) -> Account | None:
-    """The account a verified token speaks for, if it exists and belongs to the token's issuer."""
+    """The account a verified token speaks for, if it exists, belongs to the token's issuer, and
+    has not revoked the tokens issued before a logout-all or a password change."""
     result = await session.exec(select(*_ACCOUNT_COLUMNS).where(User.id == principal.subject))
     row = result.first()
     if row is None:
@@ -112,6 +117,9 @@ async def find_account(session: AsyncSession, principal: Principal) -> Account |
     if account.provider != principal.provider:
         # A Better Auth id equal to one of ours (or the reverse) never reaches the other's data.
         raise InvalidToken("The access token's subject belongs to another identity provider.")
+    valid_after = account.tokens_valid_after
+    if valid_after is not None and principal.issued_at < valid_after.timestamp():
+        raise InvalidToken("This access token was revoked (logout everywhere or a new password).")
     return account
 
 
@@ -146,4 +154,4 @@ async def provision_better_auth_user(session: AsyncSession, principal: Principal
         user.email, user.name, user.updated_at = principal.email, principal.name, utcnow()
         session.add(user)
         await session.flush()
-    return _account(user)
+    return account_of(user)
