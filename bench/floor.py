@@ -1,0 +1,365 @@
+"""The floor: the least a Python ASGI app must do per request for the benchmarked task routes.
+
+Starlette + asyncpg + orjson, served by uvicorn with the service's own settings (uvloop,
+httptools, no access log, same worker count). Per request it does the same work as the
+service's route and gives the same answer:
+
+- verify the bearer token: the same EdDSA JWT (PyJWT, public key parsed once), with the same
+  issuer, audience, leeway, required claims and `typ`; the path's user id must be its subject;
+- load the user row by id (the service checks on every request that the token's user exists);
+- list: the owner-scoped count and the page of the 20 newest tasks (created_at desc, id desc),
+  answered as {"items": [...], "total", "limit", "offset"} with the service's field formats;
+- get one: the owner-scoped select by id;
+- create: bump users.task_count under the cap and insert the task, in one transaction;
+- toggle: one owner-scoped UPDATE ... RETURNING.
+
+What it leaves out is what the floor is for: no framework dependency solving, no ORM, no
+validation models, no middleware, no logging. Reads run without an explicit transaction (each
+statement is atomic on its own); create needs one for its two statements.
+
+    FLOOR_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/todo_bench \
+    FLOOR_JWT_PUBLIC_KEY="$(cat public.pem)" python bench/floor.py --port 8100 --workers 2
+"""
+
+import argparse
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jwt
+import orjson
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+_PRIORITY_NAMES = {1: "low", 2: "medium", 3: "high"}
+_PRIORITY_RANKS = {name: rank for rank, name in _PRIORITY_NAMES.items()}
+# The statements spelled out in full: what the floor sends is exactly what is read here.
+_USER_SQL = "SELECT id, provider, email, name, created_at FROM users WHERE id = $1"
+_COUNT_SQL = "SELECT count(*) FROM tasks WHERE user_id = $1"
+_PAGE_SQL = """
+    SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
+           created_at, updated_at
+    FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
+"""
+_GET_SQL = """
+    SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
+           created_at, updated_at
+    FROM tasks WHERE user_id = $1 AND id = $2
+"""
+_COUNT_UP_SQL = "UPDATE users SET task_count = task_count + 1 WHERE id = $1 AND task_count < $2"
+_INSERT_SQL = """
+    INSERT INTO tasks (id, user_id, title, description, completed, completed_at, priority,
+                       due_date, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+_TOGGLE_SQL = """
+    UPDATE tasks SET completed = NOT completed,
+                     completed_at = CASE WHEN completed THEN NULL ELSE $3::timestamptz END,
+                     updated_at = $3
+    WHERE user_id = $1 AND id = $2
+    RETURNING id, user_id, title, description, completed, completed_at, priority, due_date,
+              created_at, updated_at
+"""
+_WRITABLE = frozenset({"title", "description", "completed", "priority", "due_date"})
+
+
+class Floor:
+    """One worker's state: the verification key and the connection pool."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.dsn = environ["FLOOR_DATABASE_URL"]
+        key = serialization.load_pem_public_key(environ["FLOOR_JWT_PUBLIC_KEY"].encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("FLOOR_JWT_PUBLIC_KEY must be an Ed25519 public key")
+        self.public_key = key
+        self.issuer = environ.get("FLOOR_JWT_ISSUER", "todo-api")
+        self.audience = environ.get("FLOOR_JWT_AUDIENCE", "todo-api")
+        self.pool_size = int(environ.get("FLOOR_POOL_SIZE", "15"))
+        self.max_tasks = int(environ.get("FLOOR_MAX_TASKS_PER_USER", "1000000000"))
+        self.pool: Any = None
+
+    def subject(self, request: Request) -> str | None:
+        """The subject of a valid bearer token, or None."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                self.public_key,
+                algorithms=["EdDSA"],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=10,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.InvalidTokenError:
+            return None
+        subject = claims.get("sub")
+        if claims.get("typ") != "access" or not isinstance(subject, str):
+            return None
+        return subject
+
+
+def _json(
+    content: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content), status_code=status_code, media_type="application/json",
+        headers=headers,
+    )  # fmt: skip
+
+
+def _problem(status_code: int, code: str) -> Response:
+    return Response(
+        orjson.dumps({"status": status_code, "code": code}),
+        status_code=status_code,
+        media_type="application/problem+json",
+    )
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+def _task(row: Mapping[str, Any]) -> dict[str, Any]:
+    due_date: date | None = row["due_date"]
+    return {
+        "id": str(row["id"]),
+        "user_id": row["user_id"],
+        "title": row["title"],
+        "description": row["description"],
+        "completed": row["completed"],
+        "completed_at": _timestamp(row["completed_at"]),
+        "priority": _PRIORITY_NAMES[row["priority"]],
+        "due_date": None if due_date is None else due_date.isoformat(),
+        "created_at": _timestamp(row["created_at"]),
+        "updated_at": _timestamp(row["updated_at"]),
+    }
+
+
+def _now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _floor(request: Request) -> Floor:
+    floor: Floor = request.app.state.floor
+    return floor
+
+
+def _owner(request: Request, floor: Floor) -> tuple[str | None, Response | None]:
+    subject = floor.subject(request)
+    if subject is None:
+        return None, _problem(401, "invalid_token")
+    if request.path_params["user_id"] != subject:
+        return None, _problem(403, "forbidden")
+    return subject, None
+
+
+def _task_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.path_params["task_id"])
+    except ValueError:
+        return None
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
+
+
+async def list_tasks(request: Request) -> Response:
+    floor = _floor(request)
+    owner, refusal = _owner(request, floor)
+    if owner is None:
+        assert refusal is not None
+        return refusal
+    limit = _query_int(request, "limit", 20, 1, 100)
+    offset = _query_int(request, "offset", 0, 0, 1_000_000)
+    if limit is None or offset is None:
+        return _problem(400, "validation_error")
+    async with floor.pool.acquire() as connection:
+        if await connection.fetchrow(_USER_SQL, owner) is None:
+            return _problem(401, "invalid_token")
+        total: int = await connection.fetchval(_COUNT_SQL, owner)
+        rows = await connection.fetch(_PAGE_SQL, owner, limit, offset) if offset < total else []
+    items = [_task(row) for row in rows]
+    return _json({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+async def get_task(request: Request) -> Response:
+    floor = _floor(request)
+    owner, refusal = _owner(request, floor)
+    if owner is None:
+        assert refusal is not None
+        return refusal
+    task_id = _task_id(request)
+    if task_id is None:
+        return _problem(400, "validation_error")
+    async with floor.pool.acquire() as connection:
+        if await connection.fetchrow(_USER_SQL, owner) is None:
+            return _problem(401, "invalid_token")
+        row = await connection.fetchrow(_GET_SQL, owner, task_id)
+    if row is None:
+        return _problem(404, "not_found")
+    return _json(_task(row))
+
+
+def _task_values(body: object) -> dict[str, Any] | None:
+    """The writable fields of a task body, checked as the service checks them, or None."""
+    if not isinstance(body, dict) or not body.keys() <= _WRITABLE:
+        return None
+    title = body.get("title")
+    description = body.get("description")
+    completed = body.get("completed", False)
+    priority = _PRIORITY_RANKS.get(body.get("priority", "medium"))
+    due_date = body.get("due_date")
+    if not isinstance(title, str) or not 1 <= len(title := title.strip()) <= 200:
+        return None
+    if description is not None and (not isinstance(description, str) or len(description) > 2000):
+        return None
+    if not isinstance(completed, bool) or priority is None:
+        return None
+    if due_date is not None:
+        try:
+            due_date = date.fromisoformat(due_date) if len(due_date) == 10 else None
+        except (TypeError, ValueError):
+            return None
+        if due_date is None:
+            return None
+    return {
+        "title": title,
+        "description": description,
+        "completed": completed,
+        "priority": priority,
+        "due_date": due_date,
+    }
+
+
+async def create_task(request: Request) -> Response:
+    floor = _floor(request)
+    owner, refusal = _owner(request, floor)
+    if owner is None:
+        assert refusal is not None
+        return refusal
+    try:
+        values = _task_values(orjson.loads(await request.body()))
+    except orjson.JSONDecodeError:
+        values = None
+    if values is None:
+        return _problem(400, "validation_error")
+    now = _now()
+    task = {
+        "id": uuid.uuid4(),
+        "user_id": owner,
+        **values,
+        "completed_at": now if values["completed"] else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    async with floor.pool.acquire() as connection, connection.transaction():
+        if await connection.fetchrow(_USER_SQL, owner) is None:
+            return _problem(401, "invalid_token")
+        if await connection.execute(_COUNT_UP_SQL, owner, floor.max_tasks) != "UPDATE 1":
+            return _problem(409, "too_many_tasks")
+        await connection.execute(
+            _INSERT_SQL, task["id"], owner, task["title"], task["description"],
+            task["completed"], task["completed_at"], task["priority"], task["due_date"], now, now,
+        )  # fmt: skip
+    location = f"/api/{owner}/tasks/{task['id']}"
+    return _json(_task(task), status_code=201, headers={"Location": location})
+
+
+async def toggle_task(request: Request) -> Response:
+    floor = _floor(request)
+    owner, refusal = _owner(request, floor)
+    if owner is None:
+        assert refusal is not None
+        return refusal
+    task_id = _task_id(request)
+    if task_id is None:
+        return _problem(400, "validation_error")
+    async with floor.pool.acquire() as connection:
+        if await connection.fetchrow(_USER_SQL, owner) is None:
+            return _problem(401, "invalid_token")
+        row = await connection.fetchrow(_TOGGLE_SQL, owner, task_id, _now())
+    if row is None:
+        return _problem(404, "not_found")
+    return _json(_task(row))
+
+
+async def health(_request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+def create_app() -> Starlette:
+    floor = Floor(os.environ)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        floor.pool = await asyncpg.create_pool(
+            floor.dsn, min_size=floor.pool_size, max_size=floor.pool_size
+        )
+        app.state.floor = floor
+        try:
+            yield
+        finally:
+            await floor.pool.close()
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/api/{user_id}/tasks", list_tasks, methods=["GET"]),
+            Route("/api/{user_id}/tasks", create_task, methods=["POST"]),
+            Route("/api/{user_id}/tasks/{task_id}", get_task, methods=["GET"]),
+            Route("/api/{user_id}/tasks/{task_id}/complete", toggle_task, methods=["PATCH"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The benchmark's floor app.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    uvicorn.run(
+        "floor:create_app",
+        factory=True,
+        app_dir=str(Path(__file__).resolve().parent),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

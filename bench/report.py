@@ -1,0 +1,365 @@
+"""The report: the machine, a table per configuration, the floor ratios, the login flood, and the
+issue's acceptance checks; as Markdown and as JSON."""
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from loadgen import WrkResult
+
+FLOOR_ROUTES = ("list", "get", "create", "toggle")
+ACCEPTANCE_ROUTES = ("list", "get", "create", "toggle")
+MIN_FLOOR_RATIO = 0.5
+MAX_P99_MS = 100.0
+MIN_FLOOD_RATIO = 0.5
+_PACKAGES = (
+    "fastapi", "starlette", "pydantic", "sqlmodel", "sqlalchemy", "asyncpg", "aiosqlite",
+    "uvicorn", "uvloop", "httptools", "orjson", "pyjwt", "cryptography", "argon2-cffi",
+)  # fmt: skip
+
+
+def _first_line(path: str, prefix: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
+    except OSError:
+        return platform.system()
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
+
+
+def git_revision(root: Path) -> str:
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "backend")
+    return f"{commit} (backend/ modified)" if dirty else commit
+
+
+def describe_machine(*, postgres_version: str | None, wrk_version: str) -> dict[str, Any]:
+    memory_kib = _first_line("/proc/meminfo", "MemTotal")
+    memory = f"{int(memory_kib.split()[0]) / 1024 / 1024:.1f} GiB" if memory_kib else "unknown"
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
+        "memory": memory,
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": postgres_version or "not used",
+        "wrk": wrk_version,
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+        "packages": {name: _package_version(name) for name in _PACKAGES},
+    }
+
+
+def total_cpu_ms(result: WrkResult) -> float | None:
+    """CPU milliseconds per request of the app and its database backends (when measured)."""
+    app = result.extra.get("app_cpu_ms_per_request")
+    if app is None:
+        return None
+    return float(app) + float(result.extra.get("db_cpu_ms_per_request") or 0.0)
+
+
+def _cpu(result: WrkResult, key: str) -> str:
+    value = result.extra.get(key)
+    return "-" if value is None else f"{value:.2f}"
+
+
+@dataclass(slots=True)
+class Configuration:
+    """One app on one database with one worker count, and what each route measured."""
+
+    app: str  # "service" or "floor"
+    database: str  # "postgresql" or "sqlite"
+    workers: int
+    results: dict[str, WrkResult] = field(default_factory=dict)
+    flood: dict[str, WrkResult] = field(default_factory=dict)  # list_alone, list, login
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}-{self.database}-{self.workers}"
+
+    @property
+    def title(self) -> str:
+        name = "Floor (Starlette + asyncpg + orjson)" if self.app == "floor" else "Service"
+        database = "PostgreSQL" if self.database == "postgresql" else "SQLite"
+        return f"{name}, {database}, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+    @property
+    def flood_ratio(self) -> float | None:
+        alone, flooded = self.flood.get("list_alone"), self.flood.get("list")
+        if alone is None or flooded is None or not alone.requests_per_second:
+            return None
+        return flooded.requests_per_second / alone.requests_per_second
+
+
+@dataclass(slots=True)
+class Report:
+    command: str
+    started_at: datetime
+    revision: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    configurations: list[Configuration] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+    def floor_of(self, configuration: Configuration) -> Configuration | None:
+        if configuration.app != "service" or configuration.database != "postgresql":
+            return None
+        return next(
+            (
+                other
+                for other in self.configurations
+                if other.app == "floor" and other.workers == configuration.workers
+            ),
+            None,
+        )
+
+    def ratio(self, configuration: Configuration, route: str) -> float | None:
+        floor = self.floor_of(configuration)
+        ours = configuration.results.get(route)
+        theirs = floor.results.get(route) if floor else None
+        if ours is None or theirs is None or not theirs.requests_per_second:
+            return None
+        return ours.requests_per_second / theirs.requests_per_second
+
+    def cpu_ratio(self, configuration: Configuration, route: str) -> float | None:
+        """The floor's CPU per request (app + database) over ours: how much of our CPU the
+        same work needs at least. Unlike req/s it hardly depends on the machine's other load."""
+        floor = self.floor_of(configuration)
+        ours = configuration.results.get(route)
+        theirs = floor.results.get(route) if floor else None
+        if ours is None or theirs is None:
+            return None
+        ours_cpu, theirs_cpu = total_cpu_ms(ours), total_cpu_ms(theirs)
+        if not ours_cpu or theirs_cpu is None:
+            return None
+        return theirs_cpu / ours_cpu
+
+    # --- acceptance ---------------------------------------------------------------------------
+
+    def acceptance(self) -> list[tuple[str, bool | None, str]]:
+        """(criterion, passed or None when not measured, the figures behind it)."""
+        checks: list[tuple[str, bool | None, str]] = []
+        pg2 = self._find("service", "postgresql", 2)
+        for route in ACCEPTANCE_ROUTES:
+            name = f"PostgreSQL, 2 workers, {route}: >= 50% of floor, p99 <= 100 ms, 0 errors"
+            result = pg2.results.get(route) if pg2 else None
+            ratio = self.ratio(pg2, route) if pg2 else None
+            if result is None or ratio is None:
+                checks.append((name, None, "not measured"))
+                continue
+            passed = (
+                ratio >= MIN_FLOOR_RATIO and result.ms("p99") <= MAX_P99_MS and result.errors == 0
+            )
+            checks.append(
+                (
+                    name,
+                    passed,
+                    f"{ratio:.0%} of floor, p99 {result.ms('p99'):.1f} ms, {result.errors} errors",
+                )
+            )
+        sqlite1 = self._find("service", "sqlite", 1)
+        for route in ACCEPTANCE_ROUTES:
+            name = f"SQLite, 1 worker, {route}: 0 errors"
+            result = sqlite1.results.get(route) if sqlite1 else None
+            if result is None:
+                checks.append((name, None, "not measured"))
+                continue
+            checks.append(
+                (
+                    name,
+                    result.errors == 0,
+                    f"{result.requests_per_second:.0f} req/s, p99 {result.ms('p99'):.1f} ms, "
+                    f"{result.errors} errors",
+                )
+            )
+        for configuration in self.configurations:
+            ratio = configuration.flood_ratio
+            if configuration.app != "service" or ratio is None:
+                continue
+            checks.append(
+                (
+                    f"Login flood, {configuration.title.removeprefix('Service, ')}: list keeps "
+                    ">= 50% of its throughput",
+                    ratio >= MIN_FLOOD_RATIO,
+                    f"{ratio:.0%} ({configuration.flood['list'].requests_per_second:.0f} vs "
+                    f"{configuration.flood['list_alone'].requests_per_second:.0f} req/s)",
+                )
+            )
+        return checks
+
+    def _find(self, app: str, database: str, workers: int) -> Configuration | None:
+        return next(
+            (
+                c
+                for c in self.configurations
+                if (c.app, c.database, c.workers) == (app, database, workers)
+            ),
+            None,
+        )
+
+    # --- output -------------------------------------------------------------------------------
+
+    def as_json(self) -> dict[str, Any]:
+        configurations = []
+        for configuration in self.configurations:
+            routes = {}
+            for route, result in configuration.results.items():
+                entry = result.as_json()
+                ratio = self.ratio(configuration, route)
+                entry["ratio_to_floor"] = None if ratio is None else round(ratio, 3)
+                cpu_ratio = self.cpu_ratio(configuration, route)
+                entry["cpu_ratio_to_floor"] = None if cpu_ratio is None else round(cpu_ratio, 3)
+                routes[route] = entry
+            flood = {name: result.as_json() for name, result in configuration.flood.items()}
+            ratio = configuration.flood_ratio
+            configurations.append(
+                {
+                    "key": configuration.key,
+                    "app": configuration.app,
+                    "database": configuration.database,
+                    "workers": configuration.workers,
+                    "routes": routes,
+                    "login_flood": {
+                        **flood,
+                        "list_ratio": None if ratio is None else round(ratio, 3),
+                    }
+                    if flood
+                    else None,
+                }
+            )
+        return {
+            "command": self.command,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": self.finished_at.isoformat(timespec="seconds")
+            if self.finished_at
+            else None,
+            "revision": self.revision,
+            "machine": self.machine,
+            "settings": self.settings,
+            "configurations": configurations,
+            "acceptance": [
+                {"criterion": name, "passed": passed, "figures": figures}
+                for name, passed, figures in self.acceptance()
+            ],
+        }
+
+    def markdown(self) -> str:
+        machine = self.machine
+        packages = ", ".join(f"{name} {v}" for name, v in machine["packages"].items())
+        settings = self.settings
+        lines = [
+            f"Run of {self.started_at:%Y-%m-%d %H:%M} (revision {self.revision}): `{self.command}`",
+            "",
+            f"- Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory']} "
+            f"memory, {machine['os']}, Linux {machine['kernel']}; load average at start "
+            f"{' / '.join(str(load) for load in machine['load_average_at_start'])}",
+            f"- Software: Python {machine['python']}, PostgreSQL {machine['postgresql']}, "
+            f"{machine['wrk']}",
+            f"- Packages: {packages}",
+            f"- Load: wrk, {settings['connections']} connections, {settings['threads']} "
+            f"thread(s), {settings['duration_s']:g} s per route after a {settings['warmup_s']:g} s "
+            f"warm-up, on 127.0.0.1; data: {settings['users']} users, {settings['tasks']} tasks; "
+            f"login flood: {settings['flood_connections']} + {settings['flood_connections']} "
+            "connections",
+            "- Each ratio to the floor compares two runs of the same route seconds apart (the "
+            "floor first, on its own copy of the same data); every configuration starts from "
+            "freshly seeded data. CPU ms/req: CPU time of the server's processes (app) and of "
+            "its PostgreSQL backends (DB) over the requests served; the CPU ratio is the floor's "
+            "app + DB CPU per request over ours, a figure that other load on the machine hardly "
+            "moves; writes/req: the app's write system calls per request (one per round trip to "
+            "PostgreSQL, one per HTTP answer, one per log line)",
+            "",
+        ]
+        for configuration in self.configurations:
+            lines += self._table(configuration)
+        lines += self._flood_table()
+        lines += [
+            "**Acceptance (issue 8)**",
+            "",
+            "| criterion | result | figures |",
+            "|---|---|---|",
+        ]
+        for name, passed, figures in self.acceptance():
+            verdict = "not measured" if passed is None else ("PASS" if passed else "FAIL")
+            lines.append(f"| {name} | {verdict} | {figures} |")
+        lines.append("")
+        return "\n".join(lines)
+
+    def _table(self, configuration: Configuration) -> list[str]:
+        has_floor = self.floor_of(configuration) is not None
+        header = (
+            "| route | req/s | p50 ms | p99 ms | errors | app CPU ms/req | DB CPU ms/req "
+            "| writes/req |"
+        )
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        if has_floor:
+            header += " ratio to floor | CPU ratio |"
+            rule += "---:|---:|"
+        lines = [f"**{configuration.title}**", "", header, rule]
+        for route, result in configuration.results.items():
+            row = (
+                f"| {route} | {result.requests_per_second:,.0f} | {result.ms('p50'):.1f} | "
+                f"{result.ms('p99'):.1f} | {result.errors} | "
+                f"{_cpu(result, 'app_cpu_ms_per_request')} | "
+                f"{_cpu(result, 'db_cpu_ms_per_request')} | "
+                f"{result.extra.get('app_writes_per_request', '-')} |"
+            )
+            if has_floor:
+                ratio = self.ratio(configuration, route)
+                cpu_ratio = self.cpu_ratio(configuration, route)
+                row += f" {'-' if ratio is None else f'{ratio:.0%}'} |"
+                row += f" {'-' if cpu_ratio is None else f'{cpu_ratio:.0%}'} |"
+            lines.append(row)
+        return [*lines, ""]
+
+    def _flood_table(self) -> list[str]:
+        flooded = [c for c in self.configurations if c.flood_ratio is not None]
+        if not flooded:
+            return []
+        lines = [
+            "**Login flood** (list alone, then list and login at once, each on its own "
+            "connections)",
+            "",
+            "| configuration | list alone req/s | list p99 alone | list req/s in flood | "
+            "list p99 in flood | ratio | login req/s | login p99 | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in flooded:
+            alone, listed, login = c.flood["list_alone"], c.flood["list"], c.flood["login"]
+            ratio = c.flood_ratio
+            assert ratio is not None
+            errors = alone.errors + listed.errors + login.errors
+            lines.append(
+                f"| {c.title.removeprefix('Service, ')} | {alone.requests_per_second:,.0f} | "
+                f"{alone.ms('p99'):.1f} | {listed.requests_per_second:,.0f} | "
+                f"{listed.ms('p99'):.1f} | {ratio:.0%} | {login.requests_per_second:,.0f} | "
+                f"{login.ms('p99'):.1f} | {errors} |"
+            )
+        return [*lines, ""]

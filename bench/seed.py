@@ -1,0 +1,309 @@
+"""Benchmark data: users who can really log in, their tasks, their tokens, bulk-loaded.
+
+The users get one real Argon2id hash, computed once by the service's own hasher (they share a
+password), so `POST /api/auth/login` does the full work for them. Tasks are inserted in bulk
+straight into the database (COPY on PostgreSQL, executemany on SQLite), in the formats the
+service's column types store: priority as its rank 1..3, timestamps in UTC to the millisecond,
+and on SQLite task ids as 32 hex digits and timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
+`users.task_count` equals each user's number of tasks, as the service keeps it.
+
+Access tokens are minted with the service's own issuer and a signing key that the runner gives
+the service (JWT_PRIVATE_KEY), so no login is needed to get them.
+"""
+
+import asyncio
+import random
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from backend.auth.keys import LocalKeys
+from backend.auth.passwords import PasswordHasher
+from backend.auth.tokens import AccessTokenIssuer
+
+PASSWORD = "bench-lantern-river-48"  # noqa: S105 (the benchmark accounts' shared password)
+SEARCH_TERM = "report"  # occurs in about one title in seven, and in some descriptions
+ISSUER = AUDIENCE = "todo-api"  # the service's defaults for JWT_ISSUER and JWT_AUDIENCE
+TOKEN_LIFETIME_SECONDS = 6 * 3600  # longer than any run
+# Tasks of each user that the get/replace/toggle routes address; delete takes the others.
+ADDRESSED_TASKS_PER_USER = 20
+
+_VERBS = (
+    "Write", "Review", "Send", "Call", "Buy", "Fix", "Plan", "Book", "Clean", "Prepare",
+    "Update", "Check", "Organise", "Pay", "Read", "Email", "Schedule", "Finish", "Draft", "Sort",
+)  # fmt: skip
+_OBJECTS = (
+    "quarterly report", "milk and bread", "the plumber", "dentist appointment", "tax return",
+    "team meeting notes", "flight to Lisbon", "garage", "birthday present", "weekly report",
+    "project proposal", "kitchen sink", "insurance renewal", "budget spreadsheet", "blog post",
+    "expense report", "car service", "library books", "newsletter", "holiday photos",
+    "status report", "presentation slides", "gym membership", "electricity bill", "recipes",
+)  # fmt: skip
+_WORDS = (
+    "before", "after", "the", "meeting", "Friday", "remember", "ask", "about", "numbers",
+    "draft", "final", "version", "with", "Anna", "and", "Tom", "check", "receipts", "send",
+    "copy", "to", "office", "urgent", "later", "this", "week", "report", "notes", "list",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SeedTask:
+    id: uuid.UUID
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    completed_at: datetime | None
+    priority: int  # the stored rank: 1 low, 2 medium, 3 high
+    due_date: date | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SeedUser:
+    id: str
+    email: str
+    name: str
+    created_at: datetime
+    tasks: tuple[SeedTask, ...]
+
+    @property
+    def addressed_task_ids(self) -> list[str]:
+        """Newest first: the ids that get, replace and toggle address."""
+        newest = sorted(self.tasks, key=lambda task: (task.created_at, task.id), reverse=True)
+        return [str(task.id) for task in newest[:ADDRESSED_TASKS_PER_USER]]
+
+    @property
+    def doomed_task_ids(self) -> list[str]:
+        """The rest: what the delete route deletes (each exists when the route starts)."""
+        addressed = set(self.addressed_task_ids)
+        return [str(task.id) for task in self.tasks if str(task.id) not in addressed]
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    users: tuple[SeedUser, ...]
+    password_hash: str
+
+    @property
+    def task_count(self) -> int:
+        return sum(len(user.tasks) for user in self.users)
+
+
+def _millis(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _task(rng: random.Random, user_id: str, now: datetime) -> SeedTask:
+    created_at = _millis(now - timedelta(seconds=rng.uniform(60, 180 * 86400)))
+    age = (now - created_at).total_seconds()
+    updated_at = _millis(created_at + timedelta(seconds=rng.uniform(0, age) * rng.random() ** 3))
+    completed = rng.random() < 0.3
+    completed_at = updated_at if completed else None
+    description = None
+    if rng.random() < 0.6:
+        description = " ".join(rng.choices(_WORDS, k=rng.randint(4, 24))).capitalize() + "."
+    due_date = None
+    if rng.random() < 0.5:
+        due_date = now.date() + timedelta(days=rng.randint(-30, 90))
+    return SeedTask(
+        id=uuid.UUID(int=rng.getrandbits(128), version=4),
+        user_id=user_id,
+        title=f"{rng.choice(_VERBS)} {rng.choice(_OBJECTS)}",
+        description=description,
+        completed=completed,
+        completed_at=completed_at,
+        priority=rng.choices((1, 2, 3), weights=(3, 5, 2))[0],
+        due_date=due_date,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def generate(*, users: int, tasks: int, password_hash: str, seed: int = 8) -> Dataset:
+    """`users` accounts sharing `tasks` tasks evenly, the same for a given seed."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    people: list[SeedUser] = []
+    for index in range(users):
+        user_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        count = tasks // users + (1 if index < tasks % users else 0)
+        people.append(
+            SeedUser(
+                id=user_id,
+                email=f"bench-{index:03d}@example.com",
+                name=f"Bench User {index}",
+                created_at=_millis(now - timedelta(days=200)),
+                tasks=tuple(_task(rng, user_id, now) for _ in range(count)),
+            )
+        )
+    return Dataset(users=tuple(people), password_hash=password_hash)
+
+
+def hash_password(password: str = PASSWORD) -> str:
+    """One Argon2id hash by the service's own hasher, with its parameters."""
+
+    async def compute() -> str:
+        hasher = PasswordHasher(concurrency=1)
+        try:
+            return await hasher.hash(password)
+        finally:
+            hasher.close()
+
+    return asyncio.run(compute())
+
+
+def mint_tokens(private_key_pem: str, user_ids: list[str]) -> dict[str, str]:
+    """Access tokens for these users, signed as the service signs them."""
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    issuer = AccessTokenIssuer(
+        LocalKeys(key), issuer=ISSUER, audience=AUDIENCE, lifetime_seconds=TOKEN_LIFETIME_SECONDS
+    )
+    return {user_id: issuer.issue(user_id).token for user_id in user_ids}
+
+
+def public_key_pem(private_key_pem: str) -> str:
+    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+_USER_COLUMNS = [
+    "id", "provider", "email", "name", "password_hash", "task_count", "created_at", "updated_at",
+]  # fmt: skip
+_TASK_COLUMNS = [
+    "id", "user_id", "title", "description", "completed", "completed_at", "priority", "due_date",
+    "created_at", "updated_at",
+]  # fmt: skip
+
+
+def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
+    return (
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.created_at, user.created_at,
+    )  # fmt: skip
+
+
+def _task_record(task: SeedTask) -> tuple[Any, ...]:
+    return (
+        task.id, task.user_id, task.title, task.description, task.completed, task.completed_at,
+        task.priority, task.due_date, task.created_at, task.updated_at,
+    )  # fmt: skip
+
+
+async def seed_postgres(dsn: str, dataset: Dataset) -> None:
+    """COPY the users and tasks into an empty, migrated database, then VACUUM ANALYZE it (the
+    state autovacuum keeps a live database in)."""
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        async with connection.transaction():
+            await connection.copy_records_to_table(
+                "users",
+                records=[_user_record(user, dataset.password_hash) for user in dataset.users],
+                columns=_USER_COLUMNS,
+            )
+            await connection.copy_records_to_table(
+                "tasks",
+                records=[_task_record(task) for user in dataset.users for task in user.tasks],
+                columns=_TASK_COLUMNS,
+            )
+        await connection.execute("VACUUM ANALYZE users, tasks")
+    finally:
+        await connection.close()
+
+
+# --- SQLite -------------------------------------------------------------------------------------
+
+
+def _sqlite_timestamp(moment: datetime | None) -> str | None:
+    """SQLAlchemy's SQLite DATETIME storage format, in UTC without a zone."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
+    created_at = _sqlite_timestamp(user.created_at)
+    return (
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        created_at, created_at,
+    )  # fmt: skip
+
+
+def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
+    due_date = None if task.due_date is None else task.due_date.isoformat()
+    return (
+        task.id.hex, task.user_id, task.title, task.description, int(task.completed),
+        _sqlite_timestamp(task.completed_at), task.priority, due_date,
+        _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at),
+    )  # fmt: skip
+
+
+def seed_sqlite(path: Path, dataset: Dataset) -> None:
+    """Insert the users and tasks into an empty, migrated SQLite database file."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            connection.executemany(
+                "INSERT INTO users (id, provider, email, name, password_hash, task_count, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_sqlite_user_row(user, dataset.password_hash) for user in dataset.users],
+            )
+            connection.executemany(
+                "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
+                "priority, due_date, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_sqlite_task_row(task) for user in dataset.users for task in user.tasks],
+            )
+    finally:
+        connection.close()
+
+
+# --- What wrk's Lua script reads ----------------------------------------------------------------
+
+
+def _lua_string(value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"not a plain ASCII value for the Lua data file: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _lua_list(values: list[str]) -> str:
+    return "{" + ", ".join(_lua_string(value) for value in values) + "}"
+
+
+def write_lua_data(path: Path, dataset: Dataset, tokens: dict[str, str]) -> None:
+    """The users, their tokens and task ids as a Lua chunk that `requests.lua` loads with
+    dofile(): one table per user, in a fixed shuffled order so that consecutive requests of a
+    thread go to different users."""
+    order = list(dataset.users)
+    random.Random(1).shuffle(order)
+    lines = [
+        "-- Generated by bench/run.py: the benchmark's users, tokens and task ids.",
+        "return {",
+        f"  password = {_lua_string(PASSWORD)},",
+        f"  search = {_lua_string(SEARCH_TERM)},",
+        "  users = {",
+    ]
+    lines.extend(
+        f"    {{id = {_lua_string(user.id)}, email = {_lua_string(user.email)}, "
+        f"token = {_lua_string(tokens[user.id])}, tasks = {_lua_list(user.addressed_task_ids)}, "
+        f"doomed = {_lua_list(user.doomed_task_ids)}}},"
+        for user in order
+    )
+    lines += ["  },", "}", ""]
+    path.write_text("\n".join(lines), encoding="ascii")
