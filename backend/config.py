@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     db_pool_pre_ping: bool = True
+    db_pool_ping_idle_seconds: float = Field(default=1.0, ge=0, le=3600)
     db_statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=0, le=600000)
 
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
     jwt_leeway_seconds: int = Field(default=10, ge=1, le=300)
     max_token_bytes: int = Field(default=8192, ge=512, le=65536)
+    token_cache_size: int = Field(default=10000, ge=0, le=1_000_000)
 
     # Sessions (refresh tokens)
     refresh_token_expire_days: int = Field(default=30, ge=1, le=365)
@@ -92,6 +94,7 @@ class Settings(BaseSettings):
 
     # Limits
     redis_url: str | None = None
+    rate_limit_key_prefix: str = Field(default="todo-api", min_length=1, max_length=64)
     signup_rate_limit: str = "10/minute"
     login_rate_limit: str = "30/minute"
     login_lockout: str = "10/15minutes"
@@ -196,15 +199,23 @@ class Settings(BaseSettings):
 
     @property
     def better_auth_token_issuer(self) -> str | None:
-        return self.better_auth_issuer or self.better_auth_url
+        # Better Auth's default `iss` (and `aud`) is the origin of its base URL, without a path.
+        return self.better_auth_issuer or _origin(self.better_auth_url)
 
     @property
     def better_auth_token_audience(self) -> str | None:
-        return self.better_auth_audience or self.better_auth_url
+        return self.better_auth_audience or _origin(self.better_auth_url)
 
     @property
     def key_file(self) -> Path:
         return self.jwt_private_key_file or DEFAULT_KEY_FILE
+
+
+def _origin(url: str | None) -> str | None:
+    if url is None:
+        return None
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _is_secure_url(url: str) -> bool:

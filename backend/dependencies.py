@@ -3,6 +3,8 @@
 - `SessionDep`: the request's database session (committed before the response is sent).
 - `CurrentUser`: the account behind a valid bearer token (401 otherwise).
 - `OwnerId`: the `{user_id}` path segment, once it is known to be the caller's own (403 otherwise).
+- `SignupLimit`, `LoginLimit`, `TaskWriteLimit`: route dependencies that count the request
+  against its rate limit (per client IP, or per user for task writes) and answer 429 beyond it.
 
 `OwnerScopedRoute` runs the token and owner checks before FastAPI reads the request body, so the
 contract's order holds even for a malformed body: 401, then 403, then 400.
@@ -14,11 +16,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItem
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.tokens import Principal
 from backend.db import READ_ONLY_METHODS, get_session
 from backend.errors import Forbidden, InvalidToken, MissingToken
+from backend.ratelimit import client_ip, too_many
 from backend.runtime import Runtime
 from backend.services import users
 from backend.services.users import Account
@@ -98,6 +102,40 @@ async def get_owner_id(
 
 
 OwnerId = Annotated[str, Depends(get_owner_id)]
+
+
+def client_ip_of(request: Request) -> str:
+    client = request.scope.get("client")
+    return client_ip(
+        client[0] if client else None, request.headers, runtime_of(request).trusted_proxies
+    )
+
+
+async def _enforce(request: Request, item: RateLimitItem, *key: str, what: str) -> None:
+    decision = await runtime_of(request).limiter.hit(item, *key)
+    request.scope["state"]["response_headers"] = decision.headers()
+    if not decision.allowed:
+        raise too_many(decision, f"Too many {what}; try again in {decision.reset_after} seconds.")
+
+
+async def limit_signups(request: Request) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(request, limiter.signup, "signup", client_ip_of(request), what="signups")
+
+
+async def limit_logins(request: Request) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(request, limiter.login, "login", client_ip_of(request), what="login attempts")
+
+
+async def limit_task_writes(request: Request, owner: OwnerId) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(request, limiter.task_write, "task-write", owner, what="task changes")
+
+
+SignupLimit = Depends(limit_signups)
+LoginLimit = Depends(limit_logins)
+TaskWriteLimit = Depends(limit_task_writes)
 
 
 class OwnerScopedRoute(APIRoute):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger("backend.errors")
 
@@ -273,13 +274,30 @@ def _validation_error_handler(request: Request, exc: Exception) -> Response:
     )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path serves. Starlette's 405 names only those of the first route that
+    matches the path, and a path with several routes (GET and POST) has one route per method."""
+    routes = request.app.router.routes
+
+    def routed(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] == Match.FULL for route in routes)
+
+    return ", ".join(method for method in _METHODS if routed(method))
+
+
 def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
+    headers = dict(exc.headers or {})
     if status == 404:
         detail = "No such route or resource."
     elif status == 405:
         detail = f"Method {request.method} is not allowed here."
+        headers["Allow"] = _allowed_methods(request)
     else:
         detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     return problem_response(
@@ -287,7 +305,7 @@ def _http_error_handler(request: Request, exc: Exception) -> Response:
         code=_HTTP_STATUS_CODES.get(status, "internal_error" if status >= 500 else "error"),
         detail=detail,
         request_id=request_id_of(request),
-        headers=exc.headers,
+        headers=headers,
     )
 
 
@@ -303,14 +321,22 @@ def _database_error_handler(request: Request, exc: Exception) -> Response:
     return _app_error_handler(request, error)
 
 
+_OUTAGE_SQLSTATES = ("08", "53", "57P")
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether a database error means "the database is unreachable or overloaded", as opposed
     to a bug in a query."""
     if isinstance(exc, sa_exc.TimeoutError | OSError):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        # SQLSTATE classes 08 (connection), 53 (resources) and 57P (shutting down, starting up):
+        # asyncpg's "the database system is shutting down" arrives as a plain DBAPIError.
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            or sqlstate.startswith(_OUTAGE_SQLSTATES)
         )
     return False
 

@@ -1,8 +1,9 @@
 """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware).
 
 `RequestContextMiddleware` is the outermost layer: it gives every request an id, adds the
-security headers and `X-Request-ID` to every response, writes the one access-log line, and turns
-anything that escaped the error handlers into a generic problem+json 500.
+security headers, `X-Request-ID` and any headers decided while serving (the rate-limit state,
+put in `scope["state"]["response_headers"]`) to every response, writes the one access-log line,
+and turns anything that escaped the error handlers into a generic problem+json 500.
 
 `BodyGuardMiddleware` refuses request bodies over the size limit (413), whether announced by
 `Content-Length` or sent chunked, and bodies that are not JSON (415), before the app reads them.
@@ -77,9 +78,13 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 present = {name.lower() for name, _ in message.get("headers", ())}
+                decided = [
+                    (name.lower().encode(), value.encode())
+                    for name, value in state.get("response_headers", {}).items()
+                ]
                 message["headers"] = [
                     *message.get("headers", ()),
-                    *(header for header in extra_headers if header[0] not in present),
+                    *(h for h in (*extra_headers, *decided) if h[0] not in present),
                 ]
             await send(message)
 
@@ -96,6 +101,7 @@ class RequestContextMiddleware:
             access_logger.info(
                 "request",
                 extra={
+                    "request_id": request_id,
                     "method": scope["method"],
                     "route": getattr(route, "path", None) or path,
                     "status": status,

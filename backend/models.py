@@ -160,3 +160,8 @@ class RefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.
+USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
+TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]

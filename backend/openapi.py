@@ -1,107 +1,304 @@
 """The OpenAPI document and the documentation pages.
 
-Routes declare their error responses with `problem_responses(...)`; `install_openapi` then makes
-the document say what the service really does: errors are `application/problem+json`, request
-validation fails with 400 (FastAPI would document 422), and Swagger UI and ReDoc are served from
-assets shipped with the package (no CDN), with the bearer scheme ready to authorize.
+Routes declare every response they can give: `success_response(...)` for the one that succeeds,
+with a realistic example, and `problem_responses(...)` for the error `code`s they can answer, each
+with an example. `install_openapi` then makes the document say what the service really does:
+errors are `application/problem+json`, request validation fails with 400 (FastAPI would document
+422), and every response carries `X-Request-ID`. Swagger UI and ReDoc are served from assets
+shipped with the package (no CDN), with the bearer scheme ready to authorize.
 """
 
+import json
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.models import Example
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from backend.errors import PROBLEM_MEDIA_TYPE, Problem
+from backend.errors import (
+    PROBLEM_MEDIA_TYPE,
+    AppError,
+    EmailTaken,
+    Forbidden,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    InvalidToken,
+    MissingToken,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    RateLimited,
+    RefreshTokenReused,
+    ServiceUnavailable,
+    TokenExpired,
+    TooManyTasks,
+    UnsupportedMediaType,
+    ValidationFailed,
+    WeakPassword,
+    WrongPassword,
+)
 
-_EXAMPLES: dict[int, tuple[str, str, str]] = {
-    400: ("Invalid input", "validation_error", "body.title: must not be empty"),
-    401: ("Missing, invalid or expired token", "invalid_token", "The access token is not valid."),
-    403: (
-        "The path's user id is not the caller's",
-        "forbidden",
-        "This path belongs to another user.",
-    ),
-    404: ("No such task (or it belongs to someone else)", "not_found", "No task with this id."),
-    409: ("Conflict", "email_taken", "An account with this email already exists."),
-    413: ("Request body too large", "payload_too_large", "The request body is too large."),
-    415: (
-        "Request body is not JSON",
-        "unsupported_media_type",
-        "Request bodies must be JSON (Content-Type: application/json).",
-    ),
-    429: ("Too many requests", "rate_limited", "Too many requests; try again later."),
-    503: (
-        "Database or identity provider unreachable",
-        "service_unavailable",
-        "The service is temporarily unavailable; try again shortly.",
-    ),
+# The error codes a route can answer, by the error class that answers each.
+_ERRORS: dict[str, type[AppError]] = {
+    error.code: error
+    for error in (
+        ValidationFailed,
+        WeakPassword,
+        WrongPassword,
+        MissingToken,
+        InvalidToken,
+        TokenExpired,
+        InvalidCredentials,
+        InvalidRefreshToken,
+        RefreshTokenReused,
+        Forbidden,
+        NotFound,
+        EmailTaken,
+        TooManyTasks,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        RateLimited,
+        ServiceUnavailable,
+    )
 }
-_PHRASES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
+# Example details where the class's default would be vaguer than what clients really see.
+_DETAILS = {
+    "not_found": "No task with this id.",
+    "payload_too_large": "The request body is larger than 65536 bytes.",
+    "rate_limited": "Too many task changes; try again in 12 seconds.",
+}
+_STATUS_DESCRIPTIONS = {
+    400: "The request is not valid",
+    401: "Not authenticated",
+    403: "The path's `{user_id}` is not the caller's",
+    404: "No such task (a task of another user is 404 too)",
     409: "Conflict",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
+    413: "The request body is larger than `MAX_BODY_BYTES`",
+    415: "The request body is not JSON",
+    429: "Too many requests; `Retry-After` says when to try again",
+    503: "The database (or the identity provider) does not answer; try again shortly",
 }
-# Every route can answer these: bad input and a database outage.
-COMMON_ERRORS = (400, 503)
+# The codes every route that reads a bearer token, or takes a JSON body, can answer.
+BEARER_ERRORS = ("missing_token", "invalid_token", "token_expired")
+BODY_ERRORS = ("payload_too_large", "unsupported_media_type")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Response headers, shared by reference from the responses that carry them.
+HEADERS: dict[str, dict[str, Any]] = {
+    REQUEST_ID_HEADER: {
+        "description": "The request's id: the client's own `X-Request-ID` when it is 1 to 128 "
+        "letters, digits, `.`, `_` or `-`, a new one otherwise. Quote it when reporting a "
+        "problem.",
+        "required": True,
+        "schema": {"type": "string", "examples": ["0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "examples": [12]},
+    },
+    "RateLimit-Limit": {
+        "description": "Requests allowed in the limit's window.",
+        "schema": {"type": "integer", "minimum": 0, "examples": [300]},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "schema": {"type": "integer", "minimum": 0, "examples": [299]},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window frees a request.",
+        "schema": {"type": "integer", "minimum": 0, "examples": [60]},
+    },
+    "WWW-Authenticate": {
+        "description": 'The bearer challenge, e.g. `Bearer realm="todo-api", '
+        'error="invalid_token"`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Location": {
+        "description": "The new resource's URL.",
+        "required": True,
+        "schema": {"type": "string", "examples": ["/api/{user_id}/tasks/{id}"]},
+    },
+}
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+# FastAPI leaves every None out of the document it builds, which would strip `null`s from the
+# examples; they travel as JSON text under these keys and `_rewrite` puts them back.
+_EXAMPLE_JSON = "x-example-json"
+_VALUE_JSON = "x-value-json"
+
+
+def body_examples(**examples: tuple[str, Any]) -> dict[str, Example]:
+    """`openapi_examples=` for a request body: `name=(summary, value)`."""
+    return {
+        name: cast(Example, {"summary": summary, _VALUE_JSON: json.dumps(value)})
+        for name, (summary, value) in examples.items()
+    }
+
+
+def header_refs(*names: str) -> dict[str, dict[str, str]]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def success_response(
+    status: int,
+    *,
+    description: str,
+    example: Any = None,
+    headers: Iterable[str] = (),
+    links: Mapping[str, Any] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route's success: its description, an example body, the
+    headers it carries (by name, from `HEADERS`) and its OpenAPI links."""
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = header_refs(*headers)
+    if example is not None:
+        response["content"] = {"application/json": {_EXAMPLE_JSON: json.dumps(example)}}
+    if links:
+        response["links"] = dict(links)
+    return {status: response}
+
+
+def link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link: how to call `operation_id` with values from this response."""
+    return {"operationId": operation_id, "parameters": parameters, "description": description}
+
+
+# Example validation failures (`loc`, `msg`, `type`), one per kind of input a route takes.
+INVALID_BODY = (["body", "title"], "must not be empty", "value_error")
+INVALID_ID = (
+    ["path", "task_id"],
+    "Input should be a valid UUID, invalid character: found `x` at 0",
+    "uuid_parsing",
+)
+INVALID_QUERY = (["query", "limit"], "Input should be less than or equal to 100", "less_than_equal")
 
 
 def problem_responses(
-    *statuses: int, descriptions: dict[int, str] | None = None
+    *codes: str,
+    descriptions: Mapping[int, str] | None = None,
+    invalid: tuple[list[str], str, str] = INVALID_BODY,
 ) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` entries for these error statuses, each with a problem+json example."""
+    """The `responses=` entries for these error codes, grouped by status, each code with an
+    example (`invalid` is the example of `validation_error`). `service_unavailable` is always
+    included: every such route uses the database."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, "service_unavailable"):
+        codes_of_status = by_status.setdefault(_ERRORS[code].status_code, [])
+        if code not in codes_of_status:
+            codes_of_status.append(code)
     responses: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, *COMMON_ERRORS}):
-        description, code, detail = _EXAMPLES[status]
-        example: dict[str, Any] = {
-            "type": "about:blank",
-            "title": _PHRASES[status],
-            "status": status,
-            "detail": detail,
-            "code": code,
-            "request_id": "0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
-        }
-        if status == 400:
-            example["errors"] = [
-                {"loc": ["body", "title"], "msg": "must not be empty", "type": "value_error"}
-            ]
-        responses[status] = {
+    for status, status_codes in sorted(by_status.items()):
+        listed = ", ".join(f"`{code}`" for code in status_codes)
+        description = (descriptions or {}).get(status) or f"{_STATUS_DESCRIPTIONS[status]}."
+        response: dict[str, Any] = {
             "model": Problem,
-            "description": (descriptions or {}).get(status, description),
-            "content": {"application/json": {"example": example}},
+            "description": f"{description} Codes: {listed}.",
+            "content": {
+                "application/json": {
+                    "examples": {code: _problem_example(code, invalid) for code in status_codes}
+                }
+            },
         }
+        headers = _problem_headers(status, status_codes)
+        if headers:
+            response["headers"] = header_refs(*headers)
+        responses[status] = response
     return responses
 
 
-def _rewrite_errors(document: dict[str, Any]) -> dict[str, Any]:
-    for path_item in document.get("paths", {}).values():
+def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str, Any]:
+    error = _ERRORS[code]
+    loc, msg, type_ = invalid
+    if code == "validation_error":
+        detail = f"{'.'.join(loc)}: {msg}"
+    else:
+        detail = _DETAILS.get(code, error.default_detail)
+    value: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(error.status_code).phrase,
+        "status": error.status_code,
+        "detail": detail,
+        "code": code,
+        "request_id": "0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
+    }
+    if code == "validation_error":
+        value["errors"] = [{"loc": loc, "msg": msg, "type": type_}]
+    return {"summary": detail, "value": value}
+
+
+def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:
+    if status == 401 and set(codes) & set(BEARER_ERRORS):
+        return ("WWW-Authenticate",)
+    if status == 429:
+        return ("Retry-After", *RATE_LIMIT_HEADERS)
+    if status == 503:
+        return ("Retry-After",)
+    return ()
+
+
+def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document, made true: no 422, errors as problem+json, `X-Request-ID` on every
+    response. Idempotent, since FastAPI caches the document it returns."""
+    for path, path_item in document.get("paths", {}).items():
         for operation in path_item.values():
+            # Path parameters in the order the path names them (FastAPI lists a dependency's
+            # parameters after the route's own), so forms show `user_id` before `task_id`.
+            operation.get("parameters", []).sort(
+                key=lambda p: path.find("{" + p["name"] + "}") if p["in"] == "path" else len(path)
+            )
             responses: dict[str, Any] = operation.get("responses", {})
             responses.pop("422", None)
+            bodies = [operation.get("requestBody", {}), *responses.values()]
+            for media in (m for body in bodies for m in body.get("content", {}).values()):
+                if _EXAMPLE_JSON in media:
+                    media["example"] = json.loads(media.pop(_EXAMPLE_JSON))
+                for example in media.get("examples", {}).values():
+                    if _VALUE_JSON in example:
+                        example["value"] = json.loads(example.pop(_VALUE_JSON))
             for status, response in responses.items():
                 content = response.get("content", {})
                 if status.isdigit() and int(status) >= 400 and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-    schemas = document.get("components", {}).get("schemas", {})
+                response["headers"] = {
+                    **header_refs(REQUEST_ID_HEADER),
+                    **response.get("headers", {}),
+                }
+    components = document.setdefault("components", {})
+    components["headers"] = HEADERS
+    schemas = components.get("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+    if "Problem" in schemas:
+        problem = schemas["Problem"]
+        problem["properties"]["code"]["description"] = PROBLEM_CODE_DESCRIPTION
+        # Every problem carries every member but `errors` (`type` too, though it has a default).
+        problem["required"] = [name for name in problem["properties"] if name != "errors"]
     return document
+
+
+# Codes that the framework's own refusals and the catch-all answer too.
+_OTHER_CODES = ("method_not_allowed", "internal_error")
+PROBLEM_CODE_DESCRIPTION = (
+    "Stable machine-readable error code: "
+    + ", ".join(f"`{code}`" for code in (*_ERRORS, *_OTHER_CODES))
+    + ". New codes may be added; existing ones never change meaning."
+)
 
 
 def install_openapi(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # FastAPI builds and caches the document; the rewrite is idempotent.
-        return _rewrite_errors(generate())
+        return _rewrite(generate())
 
     app.openapi = openapi  # type: ignore[method-assign]
 

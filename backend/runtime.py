@@ -15,6 +15,7 @@ from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerif
 from backend.config import Settings
 from backend.db import Database
 from backend.models import AuthProvider
+from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter, parse_networks
 from backend.services.sessions import SessionPolicy
 
 
@@ -29,6 +30,9 @@ class Runtime:
     better_auth_keys: RemoteJwks | None
     http: httpx.AsyncClient
     session_policy: SessionPolicy
+    limiter: RateLimiter
+    lockout: LoginLockout
+    trusted_proxies: tuple[IPNetwork, ...]
 
     @classmethod
     async def start(cls, settings: Settings) -> "Runtime":
@@ -69,6 +73,7 @@ class Runtime:
                     keys=better_auth_keys,
                 )
             )
+        limiter = RateLimiter(settings)
         hasher = PasswordHasher(concurrency=settings.password_hash_concurrency)
         await hasher.warm_up()
         return cls(
@@ -81,6 +86,7 @@ class Runtime:
                 issuers,
                 leeway_seconds=settings.jwt_leeway_seconds,
                 max_token_bytes=settings.max_token_bytes,
+                cache_size=settings.token_cache_size,
             ),
             better_auth_keys=better_auth_keys,
             http=http,
@@ -88,9 +94,13 @@ class Runtime:
                 absolute=timedelta(days=settings.refresh_token_expire_days),
                 idle=timedelta(days=settings.refresh_token_idle_days),
             ),
+            limiter=limiter,
+            lockout=LoginLockout(limiter),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
         )
 
     async def stop(self) -> None:
         await self.http.aclose()
+        await self.limiter.close()
         await self.db.dispose()
         self.hasher.close()

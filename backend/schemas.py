@@ -56,6 +56,22 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refused here as bad input, not failed on as a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+# The JSON Schema `pattern` of the text that `_no_nul` accepts.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# Text without NUL that holds something besides whitespace (a title, once trimmed).
+NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+StoredText = Annotated[
+    StrictStr, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})
+]
+
+
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -83,6 +99,61 @@ class RequestModel(BaseModel):
         return data
 
 
+# --- Examples, for the OpenAPI document -------------------------------------------------------
+
+USER_EXAMPLE: dict[str, Any] = {
+    "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+    "email": "ada@example.com",
+    "name": "Ada Lovelace",
+    "created_at": "2026-11-26T20:22:38.427Z",
+}
+AUTH_EXAMPLE: dict[str, Any] = {
+    "user": USER_EXAMPLE,
+    "access_token": (
+        "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8i"
+        "LCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOj"
+        "E3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6"
+        "ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6"
+        "KKmdLFQCA"
+    ),
+    "token_type": "bearer",
+    "expires_in": 3600,
+    "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+    "refresh_expires_in": 604800,
+}
+TASK_EXAMPLE: dict[str, Any] = {
+    "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+    "user_id": USER_EXAMPLE["id"],
+    "title": "Buy milk",
+    "description": "Two litres, semi-skimmed",
+    "completed": False,
+    "completed_at": None,
+    "priority": "high",
+    "due_date": "2026-12-01",
+    "created_at": "2026-11-26T20:22:38.427Z",
+    "updated_at": "2026-11-26T20:22:38.427Z",
+}
+COMPLETED_TASK_EXAMPLE: dict[str, Any] = {
+    **TASK_EXAMPLE,
+    "completed": True,
+    "completed_at": "2026-11-27T08:15:02.113Z",
+    "updated_at": "2026-11-27T08:15:02.113Z",
+}
+TASK_PAGE_EXAMPLE: dict[str, Any] = {"items": [TASK_EXAMPLE], "total": 1, "limit": 20, "offset": 0}
+JWKS_EXAMPLE: dict[str, Any] = {
+    "keys": [
+        {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": "S8rWLaVJlPcii3kPyROS20yPlqASWZpWxX7TcZ6l8zw",
+            "kid": "uoRvKQv5NFtIamxviL6blO93rXm-iBzk7Zrry7U5Hvo",
+            "alg": "EdDSA",
+            "use": "sig",
+        }
+    ]
+}
+
+
 # --- Accounts ----------------------------------------------------------------------------------
 
 Email = Annotated[
@@ -101,7 +172,7 @@ NewPassword = Annotated[
     ),
 ]
 DisplayName = Annotated[
-    Annotated[StrictStr, Field(max_length=100)] | None,
+    Annotated[StoredText, Field(max_length=100)] | None,
     BeforeValidator(_blank_to_none),
     Field(default=None, examples=["Ada Lovelace"]),
 ]
@@ -115,7 +186,7 @@ class SignupRequest(RequestModel):
 
 class LoginRequest(RequestModel):
     email: Annotated[
-        StrictStr, BeforeValidator(_strip), AfterValidator(str.lower), Field(max_length=320)
+        StoredText, BeforeValidator(_strip), AfterValidator(str.lower), Field(max_length=320)
     ] = Field(examples=["ada@example.com"])
     password: Annotated[StrictStr, Field(min_length=1, max_length=1024)] = Field(
         examples=["correct horse battery staple"]
@@ -148,7 +219,8 @@ class AuthResponse(BaseModel):
     )
 
 
-RefreshTokenValue = Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+# Ours have 43 characters; the cap keeps every schema-valid body well under MAX_BODY_BYTES.
+RefreshTokenValue = Annotated[StrictStr, Field(min_length=1, max_length=512)]
 
 
 class RefreshRequest(RequestModel):
@@ -165,7 +237,8 @@ class PasswordChangeRequest(RequestModel):
 
 class JsonWebKeySet(BaseModel):
     keys: list[dict[str, str]] = Field(
-        examples=[[{"kty": "OKP", "crv": "Ed25519", "x": "…", "kid": "…", "alg": "EdDSA"}]]
+        description="Public keys only (RFC 7517); pick one by the token header's `kid`.",
+        examples=[JWKS_EXAMPLE["keys"]],
     )
 
 
@@ -175,11 +248,18 @@ Title = Annotated[
     StrictStr,
     BeforeValidator(_strip),
     AfterValidator(_not_blank),
-    Field(max_length=200, description="Trimmed; 1 to 200 characters.", examples=["Buy milk"]),
+    AfterValidator(_no_nul),
+    Field(
+        max_length=200,
+        description="Trimmed; 1 to 200 characters.",
+        examples=["Buy milk"],
+        # What the validators above enforce, said in the schema: not blank, and no NUL.
+        json_schema_extra={"minLength": 1, "pattern": NOT_BLANK_PATTERN},
+    ),
 ]
 Description = Annotated[
-    StrictStr | None,
-    Field(default=None, max_length=2000, examples=["Two litres, semi-skimmed"]),
+    Annotated[StoredText, Field(max_length=2000)] | None,
+    Field(default=None, examples=["Two litres, semi-skimmed"]),
 ]
 DueDate = Annotated[
     date | None,
@@ -288,13 +368,23 @@ class TaskListQuery(BaseModel):
 
     status: TaskStatus = TaskStatus.all
     q: Annotated[
-        Annotated[str, Field(max_length=200)] | None,
+        Annotated[
+            str,
+            AfterValidator(_no_nul),
+            Field(max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+        ]
+        | None,
         BeforeValidator(_blank_to_none),
         Field(description="Case-insensitive substring of title or description."),
     ] = None
     priority: Priority | None = None
-    due_before: date | None = Field(default=None, description="Inclusive upper bound on due_date.")
-    due_after: date | None = Field(default=None, description="Inclusive lower bound on due_date.")
+    # Calendar dates only: pydantic alone would also read a number as a Unix timestamp.
+    due_before: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
+        default=None, description="Inclusive upper bound on due_date (YYYY-MM-DD)."
+    )
+    due_after: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
+        default=None, description="Inclusive lower bound on due_date (YYYY-MM-DD)."
+    )
     sort: TaskSort = Field(
         default=TaskSort.created_at_desc,
         description="Sort key; prefix `-` for descending. Ties are broken by id.",

@@ -152,6 +152,11 @@ def make_settings(database_url: str) -> SettingsFactory:
             "jwt_private_key": TEST_SIGNING_KEY,
             "log_format": "text",
             "password_hash_concurrency": 4,
+            # Tests sign up and log in far more often than people do; the tests of the limits
+            # set the limits they test.
+            "signup_rate_limit": "1000/minute",
+            "login_rate_limit": "1000/minute",
+            "login_lockout": "1000/minute",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -99,3 +99,10 @@ def test_better_auth_endpoints_default_from_its_url() -> None:
 def test_our_issuer_must_differ_from_better_auths() -> None:
     with pytest.raises(ValidationError, match="JWT_ISSUER must differ"):
         settings(better_auth_url="https://auth.example.com", jwt_issuer="https://auth.example.com")
+
+
+def test_better_auth_issuer_defaults_to_the_origin_of_its_url() -> None:
+    configured = settings(better_auth_url="https://example.com/auth")
+    assert configured.jwks_url == "https://example.com/auth/api/auth/jwks"
+    assert configured.better_auth_token_issuer == "https://example.com"
+    assert configured.better_auth_token_audience == "https://example.com"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt import PyJWK
 from jwt.algorithms import OKPAlgorithm
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from backend.config import Settings
 
@@ -131,17 +131,21 @@ class LocalKeys:
 
 
 def parse_jwk(jwk: Mapping[str, Any]) -> VerificationKey | None:
-    """A published public key, or None if it is unusable (no kid, private, unknown algorithm, or
-    an RSA key that does not say whether it is RS256 or PS256)."""
+    """A published public key, or None if it is unusable (no kid, private, unknown algorithm, an
+    RSA key that does not say whether it is RS256 or PS256, an `alg` that contradicts the curve,
+    or key material that does not parse). One unusable entry never spoils the others."""
     kid = jwk.get("kid")
     if not isinstance(kid, str) or not kid or "d" in jwk:
         return None
-    algorithm = jwk.get("alg") or _ALGORITHM_BY_CURVE.get(str(jwk.get("crv")))
-    if algorithm not in ACCEPTED_ALGORITHMS:
+    curve_algorithm = _ALGORITHM_BY_CURVE.get(str(jwk.get("crv")))
+    algorithm = jwk.get("alg") or curve_algorithm
+    if not isinstance(algorithm, str) or algorithm not in ACCEPTED_ALGORITHMS:
         return None
+    if jwk.get("kty") in ("EC", "OKP") and algorithm != curve_algorithm:
+        return None  # e.g. "ES256" on a P-521 key: PyJWT would fail at verification time
     try:
         parsed = PyJWK(dict(jwk), algorithm=algorithm)
-    except (PyJWKError, ValueError, TypeError, KeyError):
+    except (PyJWTError, ValueError, TypeError, KeyError):  # PyJWKError, InvalidKeyError…
         return None
     return VerificationKey(kid, algorithm, parsed.key)
 
@@ -155,7 +159,9 @@ class RemoteJwks:
 
     - Keys are refreshed when the cache is older than `cache_seconds`.
     - An unknown `kid` triggers a refetch, but at most once per `cooldown_seconds`, however many
-      tokens with made-up key ids arrive; concurrent callers share one fetch.
+      tokens with made-up key ids arrive, and not right after another fetch; concurrent callers
+      share one fetch. A routine refresh does not start that cooldown, so a key rotated in just
+      after one is still picked up at once.
     - When the endpoint is down, slow or answers garbage, the last good keys stay in use.
     - The response is bounded in size and in total time.
     """
@@ -181,28 +187,41 @@ class RemoteJwks:
         self._keys: dict[str, VerificationKey] | None = None
         self._fresh_until = 0.0
         self._last_attempt: float | None = None
+        self._last_unknown_kid_fetch: float | None = None
         self._lock = asyncio.Lock()
         self.fetch_count = 0
 
     async def get(self, kid: str) -> VerificationKey | None:
         if self._keys is None or self._clock() >= self._fresh_until:
-            await self._refresh()
+            await self._refresh(self._may_refetch)
         assert self._keys is not None
         key = self._keys.get(kid)
-        if key is None and self._may_refetch():
-            await self._refresh()
+        if key is None and self._may_refetch_for_unknown_kid():
+            self._last_unknown_kid_fetch = self._clock()  # set before awaiting: one caller wins
+            await self._refresh(lambda: True)
             key = self._keys.get(kid)
         return key
 
     def _may_refetch(self) -> bool:
         return self._last_attempt is None or self._clock() - self._last_attempt >= self._cooldown
 
-    async def _refresh(self) -> None:
+    def _may_refetch_for_unknown_kid(self) -> bool:
+        now = self._clock()
+        just_fetched = self._last_attempt is not None and now - self._last_attempt < min(
+            self._cooldown, 1.0
+        )
+        cooled_down = (
+            self._last_unknown_kid_fetch is None
+            or now - self._last_unknown_kid_fetch >= self._cooldown
+        )
+        return cooled_down and not just_fetched
+
+    async def _refresh(self, allowed: Callable[[], bool]) -> None:
         requested_at = self._clock()
         async with self._lock:
             if self._last_attempt is not None and self._last_attempt >= requested_at:
                 pass  # another request refreshed while this one waited for the lock
-            elif self._may_refetch():
+            elif allowed():
                 await self._fetch_into_cache()
         if self._keys is None:
             raise KeysUnavailable(f"no keys could be fetched from {self.url}")

@@ -1,15 +1,25 @@
 """Accounts and sessions: signup, login, refresh, logout, password change, the current user,
 and our public keys."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 
-from backend.dependencies import CurrentUser, SessionDep, runtime_of
+from backend.dependencies import CurrentUser, LoginLimit, SessionDep, SignupLimit, runtime_of
 from backend.errors import ValidationFailed
-from backend.openapi import problem_responses
+from backend.openapi import (
+    BEARER_ERRORS,
+    BODY_ERRORS,
+    RATE_LIMIT_HEADERS,
+    body_examples,
+    problem_responses,
+    success_response,
+)
 from backend.responses import json_response
 from backend.schemas import (
+    AUTH_EXAMPLE,
+    JWKS_EXAMPLE,
+    USER_EXAMPLE,
     AuthResponse,
     JsonWebKeySet,
     LoginRequest,
@@ -21,6 +31,66 @@ from backend.schemas import (
 from backend.services import sessions, users
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+_TOKENS = (
+    "the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes "
+    "as an HttpOnly cookie instead, and `refresh_token` is null)."
+)
+_EXAMPLE_PASSWORD = "correct horse battery staple"  # noqa: S105 (an example)
+_REFRESH_TOKEN = AUTH_EXAMPLE["refresh_token"]
+_INVALID_EMAIL = (
+    ["body", "email"],
+    "value is not a valid email address: An email address must have an @-sign.",
+    "value_error",
+)
+_NO_REFRESH_TOKEN = (["body", "refresh_token"], "refresh_token is required", "missing")
+
+SignupBody = Annotated[
+    SignupRequest,
+    Body(
+        openapi_examples=body_examples(
+            account=(
+                "An account with a display name",
+                {"email": "ada@example.com", "password": _EXAMPLE_PASSWORD, "name": "Ada Lovelace"},
+            ),
+            minimal=(
+                "Email and password only",
+                {"email": "grace@example.com", "password": "a less common passphrase"},
+            ),
+        )
+    ),
+]
+LoginBody = Annotated[
+    LoginRequest,
+    Body(
+        openapi_examples=body_examples(
+            login=(
+                "Email and password",
+                {"email": "ada@example.com", "password": _EXAMPLE_PASSWORD},
+            )
+        )
+    ),
+]
+RefreshBody = Annotated[
+    RefreshRequest,
+    Body(
+        openapi_examples=body_examples(
+            body=("The refresh token in the body", {"refresh_token": _REFRESH_TOKEN}),
+            cookie=("The refresh token in its cookie (REFRESH_TOKEN_COOKIE=true)", {}),
+        )
+    ),
+]
+PasswordBody = Annotated[
+    PasswordChangeRequest,
+    Body(
+        openapi_examples=body_examples(
+            change=(
+                "The current password and a new one",
+                {"current_password": _EXAMPLE_PASSWORD, "new_password": "a new, longer passphrase"},
+            )
+        )
+    ),
+]
 
 REFRESH_COOKIE = "todo_refresh"
 REFRESH_COOKIE_PATH = "/api/auth"
@@ -70,11 +140,30 @@ def _forget_cookie(request: Request, response: Response) -> Response:
     response_model=AuthResponse,
     summary="Create an account",
     operation_id="signup",
-    responses=problem_responses(
-        409, 429, descriptions={409: "An account with this email exists (`email_taken`)."}
-    ),
+    dependencies=[SignupLimit],
+    responses={
+        **success_response(
+            201,
+            description=f"The account is created and signed in: {_TOKENS}",
+            example=AUTH_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+        ),
+        **problem_responses(
+            "validation_error",
+            "weak_password",
+            "email_taken",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input, or a very common password.",
+                409: "An account with this email already exists.",
+                429: "Too many signups from this client (`SIGNUP_RATE_LIMIT`).",
+            },
+            invalid=_INVALID_EMAIL,
+        ),
+    },
 )
-async def signup(body: SignupRequest, session: SessionDep, request: Request) -> Response:
+async def signup(body: SignupBody, session: SessionDep, request: Request) -> Response:
     """Create a local account and sign it in.
 
     The email is trimmed and lower-cased; an email that is already registered (in any case) is
@@ -96,20 +185,38 @@ async def signup(body: SignupRequest, session: SessionDep, request: Request) -> 
     response_model=AuthResponse,
     summary="Log in",
     operation_id="login",
-    responses=problem_responses(
-        401,
-        429,
-        descriptions={401: "Wrong email or password (`invalid_credentials`), the same for both."},
-    ),
+    dependencies=[LoginLimit],
+    responses={
+        **success_response(
+            200,
+            description=f"Signed in: {_TOKENS}",
+            example=AUTH_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+        ),
+        **problem_responses(
+            "validation_error",
+            "invalid_credentials",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                401: "Wrong email or password, the same answer for both.",
+                429: "Too many attempts from this client (`LOGIN_RATE_LIMIT`), or too many "
+                "failures for this account (`LOGIN_LOCKOUT`).",
+            },
+            invalid=(["body", "password"], "Field required", "missing"),
+        ),
+    },
 )
-async def login(body: LoginRequest, session: SessionDep, request: Request) -> Response:
+async def login(body: LoginBody, session: SessionDep, request: Request) -> Response:
     """Exchange an email and password for an access token and a refresh token.
 
-    An unknown email and a wrong password get the same answer, in the same time.
+    An unknown email and a wrong password get the same answer, in the same time. Attempts are
+    limited per client IP (`LOGIN_RATE_LIMIT`), and failures per account (`LOGIN_LOCKOUT`): past
+    that, the account answers 429 even to the right password until the window has passed.
     """
     runtime = runtime_of(request)
     account = await users.authenticate(
-        session, runtime.hasher, email=body.email, password=body.password
+        session, runtime.hasher, runtime.lockout, email=body.email, password=body.password
     )
     auth = await sessions.start_session(
         session, runtime.access_tokens, account, policy=runtime.session_policy
@@ -122,17 +229,25 @@ async def login(body: LoginRequest, session: SessionDep, request: Request) -> Re
     response_model=AuthResponse,
     summary="Refresh the tokens",
     operation_id="refreshTokens",
-    responses=problem_responses(
-        401,
-        descriptions={
-            401: (
-                "`invalid_refresh_token` (unknown, expired, revoked, or not a refresh token), or "
-                "`refresh_token_reused`: the token was already used, so its session is now ended."
-            )
-        },
-    ),
+    responses={
+        **success_response(200, description=f"New tokens: {_TOKENS}", example=AUTH_EXAMPLE),
+        **problem_responses(
+            "validation_error",
+            "invalid_refresh_token",
+            "refresh_token_reused",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input, or no refresh token at all (neither in the body nor in the "
+                "cookie).",
+                401: "The refresh token is unknown, expired, revoked or not a refresh token "
+                "(`invalid_refresh_token`), or it was already used, so its session is now "
+                "ended (`refresh_token_reused`).",
+            },
+            invalid=_NO_REFRESH_TOKEN,
+        ),
+    },
 )
-async def refresh(body: RefreshRequest, session: SessionDep, request: Request) -> Response:
+async def refresh(body: RefreshBody, session: SessionDep, request: Request) -> Response:
     """Trade a refresh token for a new access token and a **new** refresh token.
 
     Each refresh token works once. Presenting one again ends its whole session (every refresh
@@ -154,9 +269,20 @@ async def refresh(body: RefreshRequest, session: SessionDep, request: Request) -
     response_class=Response,
     summary="Log out",
     operation_id="logout",
-    responses=problem_responses(),
+    responses={
+        **success_response(204, description="The session has ended (or had already ended)."),
+        **problem_responses(
+            "validation_error",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input, or no refresh token at all (neither in the body nor in the "
+                "cookie)."
+            },
+            invalid=_NO_REFRESH_TOKEN,
+        ),
+    },
 )
-async def logout(body: RefreshRequest, session: SessionDep, request: Request) -> Response:
+async def logout(body: RefreshBody, session: SessionDep, request: Request) -> Response:
     """End the session this refresh token belongs to. 204 also when it had already ended."""
     await sessions.logout(session, _presented_refresh_token(request, body))
     return _forget_cookie(request, Response(status_code=204))
@@ -168,7 +294,10 @@ async def logout(body: RefreshRequest, session: SessionDep, request: Request) ->
     response_class=Response,
     summary="Log out everywhere",
     operation_id="logoutAll",
-    responses=problem_responses(401),
+    responses={
+        **success_response(204, description="Every session of the user has ended."),
+        **problem_responses(*BEARER_ERRORS),
+    },
 )
 async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -> Response:
     """End every session of the current user: every refresh token, and every access token issued
@@ -182,16 +311,32 @@ async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -
     response_model=AuthResponse,
     summary="Change the password",
     operation_id="changePassword",
-    responses=problem_responses(
-        401,
-        descriptions={
-            400: "Invalid input, `wrong_password` (the current password is not right) or "
-            "`weak_password`."
-        },
-    ),
+    responses={
+        **success_response(
+            200,
+            description=f"The password is changed and earlier tokens stop working: {_TOKENS}",
+            example=AUTH_EXAMPLE,
+        ),
+        **problem_responses(
+            "validation_error",
+            "wrong_password",
+            "weak_password",
+            *BEARER_ERRORS,
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input, a current password that is not right, or a very common "
+                "new password."
+            },
+            invalid=(
+                ["body", "new_password"],
+                "String should have at least 8 characters",
+                "string_too_short",
+            ),
+        ),
+    },
 )
 async def change_password(
-    body: PasswordChangeRequest, user: CurrentUser, session: SessionDep, request: Request
+    body: PasswordBody, user: CurrentUser, session: SessionDep, request: Request
 ) -> Response:
     """Change the password and answer with fresh tokens. Every token issued before the change,
     access and refresh, the caller's own included, stops working."""
@@ -213,7 +358,10 @@ async def change_password(
     response_model=UserRead,
     summary="The current user",
     operation_id="getCurrentUser",
-    responses=problem_responses(401),
+    responses={
+        **success_response(200, description="The current user.", example=USER_EXAMPLE),
+        **problem_responses(*BEARER_ERRORS),
+    },
 )
 async def me(user: CurrentUser) -> Response:
     """The account the bearer token belongs to (ours or a Better Auth user)."""
@@ -225,6 +373,9 @@ async def me(user: CurrentUser) -> Response:
     response_model=JsonWebKeySet,
     summary="Our public signing keys",
     operation_id="getJwks",
+    responses=success_response(
+        200, description="Our public keys (JWKS, RFC 7517).", example=JWKS_EXAMPLE
+    ),
 )
 async def jwks(request: Request) -> dict[str, Any]:
     """The public keys (JWKS) that verify the access tokens this service issues."""

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from backend.dependencies import runtime_of
 from backend.errors import ServiceUnavailable, is_outage
-from backend.openapi import problem_responses
+from backend.openapi import problem_responses, success_response
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("backend.health")
@@ -20,7 +20,12 @@ class Status(BaseModel):
     status: str
 
 
-@router.get("/health", summary="Liveness", operation_id="health")
+@router.get(
+    "/health",
+    summary="Liveness",
+    operation_id="health",
+    responses=success_response(200, description="The process is up.", example={"status": "ok"}),
+)
 async def health() -> Status:
     """200 while the process is up and serving; it checks nothing else."""
     return Status(status="ok")
@@ -30,7 +35,10 @@ async def health() -> Status:
     "/ready",
     summary="Readiness",
     operation_id="ready",
-    responses=problem_responses(503, descriptions={503: "The database does not answer."}),
+    responses={
+        **success_response(200, description="The database answers.", example={"status": "ready"}),
+        **problem_responses(descriptions={503: "The database does not answer."}),
+    },
 )
 async def ready(request: Request) -> Status:
     """200 when the database answers a query within two seconds, 503 otherwise."""

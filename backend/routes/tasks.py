@@ -5,10 +5,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from backend.dependencies import OwnerId, OwnerScopedRoute, SessionDep, runtime_of
-from backend.openapi import problem_responses
+from backend.dependencies import OwnerId, OwnerScopedRoute, SessionDep, TaskWriteLimit, runtime_of
+from backend.openapi import (
+    BEARER_ERRORS,
+    BODY_ERRORS,
+    INVALID_ID,
+    INVALID_QUERY,
+    RATE_LIMIT_HEADERS,
+    body_examples,
+    link,
+    problem_responses,
+    success_response,
+)
 from backend.responses import json_response
 from backend.schemas import (
+    COMPLETED_TASK_EXAMPLE,
+    TASK_EXAMPLE,
+    TASK_PAGE_EXAMPLE,
     CompleteRequest,
     TaskCreate,
     TaskListQuery,
@@ -26,13 +39,87 @@ router = APIRouter(
 
 TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
 
+# Every task route can refuse a token (401), a foreign `{user_id}` (403) and malformed input.
+_OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
+
+# What a client can do next with a task it received: the links the stateful tests follow too.
+_TASK_LINKS = {
+    name: link(
+        operation_id, description, user_id="$response.body#/user_id", task_id="$response.body#/id"
+    )
+    for name, operation_id, description in (
+        ("GetTask", "getTask", "Read this task again."),
+        ("ReplaceTask", "replaceTask", "Replace this task."),
+        ("CompleteTask", "completeTask", "Complete, reopen or toggle this task."),
+        ("DeleteTask", "deleteTask", "Delete this task."),
+    )
+}
+
+TaskCreateBody = Annotated[
+    TaskCreate,
+    Body(
+        openapi_examples=body_examples(
+            full=(
+                "A task with every field",
+                {
+                    "title": "Buy milk",
+                    "description": "Two litres, semi-skimmed",
+                    "completed": False,
+                    "priority": "high",
+                    "due_date": "2026-12-01",
+                },
+            ),
+            minimal=("Only a title", {"title": "Call the plumber"}),
+        )
+    ),
+]
+TaskReplaceBody = Annotated[
+    TaskReplace,
+    Body(
+        openapi_examples=body_examples(
+            replace=(
+                "Every writable field",
+                {
+                    "title": "Buy oat milk",
+                    "description": None,
+                    "completed": True,
+                    "priority": "medium",
+                    "due_date": None,
+                },
+            )
+        )
+    ),
+]
+CompleteBody = Annotated[
+    CompleteRequest | None,
+    Body(
+        description="Leave the body out to toggle; send {completed: bool} to set.",
+        openapi_examples=body_examples(
+            complete=("Mark the task completed", {"completed": True}),
+            reopen=("Reopen the task", {"completed": False}),
+        ),
+    ),
+]
+
 
 @router.get(
     "",
     response_model=TaskPage,
     summary="List tasks",
     operation_id="listTasks",
-    responses=problem_responses(401, 403),
+    responses={
+        **success_response(
+            200, description="One page of the caller's tasks.", example=TASK_PAGE_EXAMPLE
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            descriptions={
+                400: "A bad query: an unknown parameter, `status` or `sort`, a `limit` out of "
+                "range, a bad date, or `due_after` later than `due_before`."
+            },
+            invalid=INVALID_QUERY,
+        ),
+    },
 )
 async def list_tasks(
     owner: OwnerId, session: SessionDep, query: Annotated[TaskListQuery, Query()]
@@ -52,12 +139,29 @@ async def list_tasks(
     response_model=TaskRead,
     summary="Create a task",
     operation_id="createTask",
-    responses=problem_responses(
-        401, 403, 409, descriptions={409: "The account's task limit is reached (`too_many_tasks`)."}
-    ),
+    dependencies=[TaskWriteLimit],
+    responses={
+        **success_response(
+            201,
+            description="The task is created; `Location` is its URL.",
+            example=TASK_EXAMPLE,
+            headers=("Location", *RATE_LIMIT_HEADERS),
+            links=_TASK_LINKS,
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "too_many_tasks",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                409: "The account's task limit is reached (`MAX_TASKS_PER_USER`).",
+                429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
+            },
+        ),
+    },
 )
 async def create_task(
-    owner: OwnerId, session: SessionDep, body: TaskCreate, request: Request
+    owner: OwnerId, session: SessionDep, body: TaskCreateBody, request: Request
 ) -> Response:
     """Create a task. The answer's `Location` header is the new task's URL."""
     settings = runtime_of(request).settings
@@ -71,7 +175,10 @@ async def create_task(
     response_model=TaskRead,
     summary="Get a task",
     operation_id="getTask",
-    responses=problem_responses(401, 403, 404),
+    responses={
+        **success_response(200, description="The task.", example=TASK_EXAMPLE),
+        **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
+    },
 )
 async def get_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Response:
     """One task. A task that does not exist and another user's task are both 404."""
@@ -83,10 +190,26 @@ async def get_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Resp
     response_model=TaskRead,
     summary="Replace a task",
     operation_id="replaceTask",
-    responses=problem_responses(401, 403, 404),
+    dependencies=[TaskWriteLimit],
+    responses={
+        **success_response(
+            200,
+            description="The task as it now is.",
+            example=COMPLETED_TASK_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "not_found",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."},
+        ),
+    },
 )
 async def replace_task(
-    owner: OwnerId, session: SessionDep, task_id: TaskId, body: TaskReplace
+    owner: OwnerId, session: SessionDep, task_id: TaskId, body: TaskReplaceBody
 ) -> Response:
     """Replace every writable field; fields left out are reset to their defaults.
 
@@ -102,7 +225,20 @@ async def replace_task(
     response_class=Response,
     summary="Delete a task",
     operation_id="deleteTask",
-    responses=problem_responses(401, 403),
+    dependencies=[TaskWriteLimit],
+    responses={
+        **success_response(
+            204,
+            description="The task is gone (or was never there).",
+            headers=RATE_LIMIT_HEADERS,
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "rate_limited",
+            descriptions={429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."},
+            invalid=INVALID_ID,
+        ),
+    },
 )
 async def delete_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Response:
     """Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
@@ -116,16 +252,31 @@ async def delete_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> R
     response_model=TaskRead,
     summary="Complete, reopen or toggle a task",
     operation_id="completeTask",
-    responses=problem_responses(401, 403, 404),
+    dependencies=[TaskWriteLimit],
+    responses={
+        **success_response(
+            200,
+            description="The task with its new state.",
+            example=COMPLETED_TASK_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "not_found",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input: a malformed id, or a body other than `{completed: bool}` "
+                "(`{}` included).",
+                429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
+            },
+            invalid=(["body", "completed"], "Field required", "missing"),
+        ),
+    },
 )
 async def complete_task(
-    owner: OwnerId,
-    session: SessionDep,
-    task_id: TaskId,
-    body: Annotated[
-        CompleteRequest | None,
-        Body(description="Leave the body out to toggle; send {completed: bool} to set."),
-    ] = None,
+    owner: OwnerId, session: SessionDep, task_id: TaskId, body: CompleteBody = None
 ) -> Response:
     """Without a body, toggle the task's state; with `{"completed": true|false}`, set it
     (idempotent). `{}` is a 400. `completed_at` follows the state."""

@@ -2,8 +2,10 @@
 through `_owned()`, so a task id alone never reaches a row; another user's task and a missing
 task are indistinguishable.
 
-Reads select plain rows (no ORM objects to hydrate); writes are single UPDATE/INSERT/DELETE
-statements, atomic under concurrent requests.
+Statements are built with SQLModel on the tables themselves (Core, not ORM entities): reads
+return plain rows with no objects to hydrate, and writes skip the ORM's session bookkeeping.
+Writes are single UPDATE/INSERT/DELETE statements, atomic under concurrent requests. Rows become
+response models without validation: they come from our own schema.
 """
 
 import uuid
@@ -12,12 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import col, delete, func, insert, select, update
+from sqlmodel import delete, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import casefold_contains, like_pattern
 from backend.errors import NotFound, TooManyTasks
-from backend.models import Task, User, UTCDateTime, utcnow
+from backend.models import TASKS, USERS, UTCDateTime, utcnow
 from backend.schemas import (
     TaskListQuery,
     TaskPage,
@@ -27,46 +29,47 @@ from backend.schemas import (
     TaskWrite,
 )
 
-_COLUMNS = tuple(Task.__table__.columns)  # type: ignore[attr-defined]
+_t = TASKS.c
+_COLUMNS = tuple(TASKS.columns)
 _WRITABLE = ("title", "description", "completed", "priority", "due_date")
 _SORT_COLUMNS: dict[str, Any] = {
-    "created_at": col(Task.created_at),
-    "updated_at": col(Task.updated_at),
-    "title": func.lower(col(Task.title)),  # case-insensitive; the index holds lower(title)
-    "due_date": col(Task.due_date),
-    "priority": col(Task.priority),
+    "created_at": _t.created_at,
+    "updated_at": _t.updated_at,
+    "title": func.lower(_t.title),  # case-insensitive; the index holds lower(title)
+    "due_date": _t.due_date,
+    "priority": _t.priority,
 }
 
 
 def _owned(owner_id: str, *criteria: ColumnElement[bool]) -> ColumnElement[bool]:
     """The owner scope that every task statement goes through."""
-    return sa.and_(col(Task.user_id) == owner_id, *criteria)
+    return sa.and_(_t.user_id == owner_id, *criteria)
 
 
 def _read(row: Row[Any]) -> TaskRead:
-    return TaskRead.model_validate(row, from_attributes=True)
+    return TaskRead.model_construct(**row._mapping)
 
 
 def _filters(query: TaskListQuery) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
     if query.status is TaskStatus.pending:
-        filters.append(col(Task.completed) == sa.false())
+        filters.append(_t.completed == sa.false())
     elif query.status is TaskStatus.completed:
-        filters.append(col(Task.completed) == sa.true())
+        filters.append(_t.completed == sa.true())
     if query.q:
         pattern = like_pattern(query.q)
         filters.append(
             sa.or_(
-                casefold_contains(col(Task.title), pattern),
-                casefold_contains(col(Task.description), pattern),
+                casefold_contains(_t.title, pattern),
+                casefold_contains(_t.description, pattern),
             )
         )
     if query.priority is not None:
-        filters.append(col(Task.priority) == query.priority)
+        filters.append(_t.priority == query.priority)
     if query.due_before is not None:
-        filters.append(col(Task.due_date) <= query.due_before)
+        filters.append(_t.due_date <= query.due_before)
     if query.due_after is not None:
-        filters.append(col(Task.due_date) >= query.due_after)
+        filters.append(_t.due_date >= query.due_after)
     return filters
 
 
@@ -74,7 +77,7 @@ def _order_by(sort: TaskSort) -> list[Any]:
     """A total order: the sort key, then the id. Tasks without a due date come last either way."""
     column = _SORT_COLUMNS[sort.field]
     key = column.desc() if sort.descending else column.asc()
-    tie = col(Task.id).desc() if sort.descending else col(Task.id).asc()
+    tie = _t.id.desc() if sort.descending else _t.id.asc()
     if sort.field == "due_date":
         key = key.nulls_last()
     return [key, tie]
@@ -82,7 +85,7 @@ def _order_by(sort: TaskSort) -> list[Any]:
 
 async def list_tasks(session: AsyncSession, owner_id: str, query: TaskListQuery) -> TaskPage:
     where = _owned(owner_id, *_filters(query))
-    total = (await session.exec(select(func.count()).select_from(Task).where(where))).one()
+    total = (await session.exec(select(func.count()).select_from(TASKS).where(where))).one()
     items: list[TaskRead] = []
     if query.offset < total:
         rows = await session.exec(
@@ -98,7 +101,7 @@ async def list_tasks(session: AsyncSession, owner_id: str, query: TaskListQuery)
 
 async def _find(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> Row[Any]:
     row: Row[Any] | None = (
-        await session.exec(select(*_COLUMNS).where(_owned(owner_id, col(Task.id) == task_id)))
+        await session.exec(select(*_COLUMNS).where(_owned(owner_id, _t.id == task_id)))
     ).first()
     if row is None:
         raise NotFound("No task with this id.")
@@ -114,9 +117,9 @@ async def create_task(
 ) -> TaskRead:
     # Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
     counted = await session.exec(
-        update(User)
-        .where(col(User.id) == owner_id, col(User.task_count) < max_tasks)
-        .values(task_count=col(User.task_count) + 1)
+        update(USERS)
+        .where(USERS.c.id == owner_id, USERS.c.task_count < max_tasks)
+        .values(task_count=USERS.c.task_count + 1)
     )
     if counted.rowcount == 0:
         raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
@@ -129,8 +132,8 @@ async def create_task(
         "created_at": now,
         "updated_at": now,
     }
-    await session.exec(insert(Task).values(**values))
-    return TaskRead.model_validate(values)
+    await session.exec(insert(TASKS).values(**values))
+    return TaskRead.model_construct(**values)
 
 
 async def replace_task(
@@ -138,7 +141,7 @@ async def replace_task(
 ) -> TaskRead:
     current = (
         await session.exec(
-            select(*_COLUMNS).where(_owned(owner_id, col(Task.id) == task_id)).with_for_update()
+            select(*_COLUMNS).where(_owned(owner_id, _t.id == task_id)).with_for_update()
         )
     ).first()
     if current is None:
@@ -155,8 +158,8 @@ async def replace_task(
         completed_at = now
     row = (
         await session.exec(
-            update(Task)
-            .where(_owned(owner_id, col(Task.id) == task_id))
+            update(TASKS)
+            .where(_owned(owner_id, _t.id == task_id))
             .values(**new_values, completed_at=completed_at, updated_at=now)
             .returning(*_COLUMNS)
         )
@@ -166,12 +169,12 @@ async def replace_task(
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> None:
     """Delete the task if the owner has it; deleting a missing task is not an error."""
-    deleted = await session.exec(delete(Task).where(_owned(owner_id, col(Task.id) == task_id)))
+    deleted = await session.exec(delete(TASKS).where(_owned(owner_id, _t.id == task_id)))
     if deleted.rowcount:
         await session.exec(
-            update(User)
-            .where(col(User.id) == owner_id)
-            .values(task_count=col(User.task_count) - deleted.rowcount)
+            update(USERS)
+            .where(USERS.c.id == owner_id)
+            .values(task_count=USERS.c.task_count - deleted.rowcount)
         )
 
 
@@ -180,17 +183,17 @@ async def set_completed(
 ) -> TaskRead:
     """Toggle (`completed` None) or set the completed state, atomically."""
     now = sa.literal(utcnow(), UTCDateTime())
-    statement = update(Task).returning(*_COLUMNS)
+    statement = update(TASKS).returning(*_COLUMNS)
     if completed is None:
-        statement = statement.where(_owned(owner_id, col(Task.id) == task_id)).values(
-            completed=sa.not_(col(Task.completed)),
-            completed_at=sa.case((col(Task.completed), sa.null()), else_=now),
+        statement = statement.where(_owned(owner_id, _t.id == task_id)).values(
+            completed=sa.not_(_t.completed),
+            completed_at=sa.case((_t.completed, sa.null()), else_=now),
             updated_at=now,
         )
     else:
         # Setting the state it already has changes nothing, not even updated_at.
         statement = statement.where(
-            _owned(owner_id, col(Task.id) == task_id, col(Task.completed) != completed)
+            _owned(owner_id, _t.id == task_id, _t.completed != completed)
         ).values(completed=completed, completed_at=now if completed else None, updated_at=now)
     row = (await session.exec(statement)).first()
     if row is None:

@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher, is_common_password
 from backend.auth.tokens import Principal
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
-from backend.models import AuthProvider, User, utcnow
+from backend.models import USERS, AuthProvider, User, utcnow
+from backend.ratelimit import LoginLockout
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +32,14 @@ class Account:
     tokens_valid_after: datetime | None
 
 
+# Table columns (Core), not ORM attributes: this query runs on every authenticated request.
 _ACCOUNT_COLUMNS: tuple[Any, ...] = (
-    col(User.id),
-    col(User.provider),
-    col(User.email),
-    col(User.name),
-    col(User.created_at),
-    col(User.tokens_valid_after),
+    USERS.c.id,
+    USERS.c.provider,
+    USERS.c.email,
+    USERS.c.name,
+    USERS.c.created_at,
+    USERS.c.tokens_valid_after,
 )
 
 
@@ -86,12 +88,20 @@ async def signup(
 
 
 async def authenticate(
-    session: AsyncSession, hasher: PasswordHasher, *, email: str, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    lockout: LoginLockout,
+    *,
+    email: str,
+    password: str,
 ) -> Account:
     """The local account with this email and password.
 
     Unknown email and wrong password fail the same way, after the same amount of hashing work.
+    An email with too many recent failures is refused before any check, whether or not an
+    account has it.
     """
+    await lockout.attempt(email)
     result = await session.exec(
         select(User).where(User.provider == AuthProvider.local, User.email == email)
     )
@@ -99,6 +109,7 @@ async def authenticate(
     valid, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:
         raise InvalidCredentials()
+    await lockout.succeeded(email)
     if upgraded_hash is not None:  # the hashing parameters changed since this hash was made
         user.password_hash = upgraded_hash
         user.updated_at = utcnow()
@@ -109,7 +120,7 @@ async def authenticate(
 async def find_account(session: AsyncSession, principal: Principal) -> Account | None:
     """The account a verified token speaks for, if it exists, belongs to the token's issuer, and
     has not revoked the tokens issued before a logout-all or a password change."""
-    result = await session.exec(select(*_ACCOUNT_COLUMNS).where(User.id == principal.subject))
+    result = await session.exec(select(*_ACCOUNT_COLUMNS).where(USERS.c.id == principal.subject))
     row = result.first()
     if row is None:
         return None
@@ -123,25 +134,42 @@ async def find_account(session: AsyncSession, principal: Principal) -> Account |
     return account
 
 
+# The longest email and name the users table holds (models.User).
+_MAX_EMAIL_LENGTH, _MAX_NAME_LENGTH = 320, 200
+
+
+def _storable(text: str | None) -> str | None:
+    """Text from a token without what PostgreSQL (NUL) or UTF-8 (lone surrogates) refuse."""
+    if text is None:
+        return None
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
+    """The email and name stored for a Better Auth user: its claims, made storable the same way
+    every time (Better Auth limits neither). A name is cut to our column; an email too long for
+    it is dropped, since a cut address would be someone else's."""
+    email, name = _storable(principal.email), _storable(principal.name)
+    if email is not None and len(email) > _MAX_EMAIL_LENGTH:
+        email = None
+    return email, None if name is None else name[:_MAX_NAME_LENGTH]
+
+
 def needs_provisioning(account: Account | None, principal: Principal) -> bool:
     """Whether a Better Auth token brings a new user, or changed email or name claims."""
     if principal.provider != AuthProvider.better_auth:
         return False
-    return account is None or (account.email, account.name) != (principal.email, principal.name)
+    return account is None or (account.email, account.name) != _better_auth_profile(principal)
 
 
 async def provision_better_auth_user(session: AsyncSession, principal: Principal) -> Account:
     """Create or update the local row of a Better Auth user from the token's claims, so that
     tasks have their owner row. Safe against concurrent first requests of the same user."""
+    email, name = _better_auth_profile(principal)
     result = await session.exec(select(User).where(User.id == principal.subject))
     user = result.first()
     if user is None:
-        user = User(
-            id=principal.subject,
-            provider=AuthProvider.better_auth,
-            email=principal.email,
-            name=principal.name,
-        )
+        user = User(id=principal.subject, provider=AuthProvider.better_auth, email=email, name=name)
         try:
             async with session.begin_nested():
                 session.add(user)
@@ -150,8 +178,8 @@ async def provision_better_auth_user(session: AsyncSession, principal: Principal
             user = result.one()
     if user.provider != AuthProvider.better_auth:
         raise InvalidToken("The access token's subject belongs to another identity provider.")
-    if (user.email, user.name) != (principal.email, principal.name):
-        user.email, user.name, user.updated_at = principal.email, principal.name, utcnow()
+    if (user.email, user.name) != (email, name):
+        user.email, user.name, user.updated_at = email, name, utcnow()
         session.add(user)
         await session.flush()
     return account_of(user)

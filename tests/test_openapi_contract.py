@@ -1,0 +1,311 @@
+"""The OpenAPI document is complete and true, the committed `openapi.json` is what the app serves,
+and the committed TypeScript types are what the pinned openapi-typescript makes of it.
+
+The TypeScript tests need Node.js: they install `clients/typescript` with `npm ci` when its
+node_modules is missing or stale, and skip without `node` and `npm`, except under CI=true, where
+their absence fails the run.
+"""
+
+import asyncio
+import fcntl
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+from fastapi import FastAPI
+
+from backend.cli import main as todo_api
+from backend.config import Settings
+from backend.main import create_app
+from tests.conftest import IN_CI, TEST_SIGNING_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENAPI_JSON = ROOT / "openapi.json"
+CLIENT = ROOT / "clients" / "typescript"
+SCHEMA_D_TS = CLIENT / "schema.d.ts"
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+# Every status each operation can answer: the contract, route by route.
+BEARER = {401, 503}
+OWNER = {400, 401, 403, 503}
+BODY = {413, 415}
+EXPECTED_STATUSES: dict[str, set[int]] = {
+    "health": {200},
+    "ready": {200, 503},
+    "signup": {201, 400, 409, 429, 503} | BODY,
+    "login": {200, 400, 401, 429, 503} | BODY,
+    "refreshTokens": {200, 400, 401, 503} | BODY,
+    "logout": {204, 400, 503} | BODY,
+    "logoutAll": {204} | BEARER,
+    "changePassword": {200, 400} | BEARER | BODY,
+    "getCurrentUser": {200} | BEARER,
+    "getJwks": {200},
+    "listTasks": {200} | OWNER,
+    "createTask": {201, 409, 429} | OWNER | BODY,
+    "getTask": {200, 404} | OWNER,
+    "replaceTask": {200, 404, 429} | OWNER | BODY,
+    "deleteTask": {204, 429} | OWNER,
+    "completeTask": {200, 404, 429} | OWNER | BODY,
+}
+PUBLIC_OPERATIONS = {"health", "ready", "signup", "login", "refreshTokens", "logout", "getJwks"}
+RATE_LIMITED = {"signup", "login", "createTask", "replaceTask", "deleteTask", "completeTask"}
+
+
+def served_app() -> FastAPI:
+    return create_app(
+        Settings(
+            _env_file=None,
+            database_url="sqlite+aiosqlite:///:memory:",
+            jwt_private_key=TEST_SIGNING_KEY,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def served_document() -> dict[str, Any]:
+    """The document as the app serves it at /openapi.json (it needs no lifespan, no database)."""
+
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=served_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.get("/openapi.json")
+
+    response = asyncio.run(fetch())
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def document_text(document: dict[str, Any]) -> str:
+    """The document as `todo-api openapi` writes it."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- The committed document -------------------------------------------------------------------
+
+
+def test_committed_openapi_json_is_what_the_app_serves(served_document: dict[str, Any]) -> None:
+    assert OPENAPI_JSON.read_text(encoding="utf-8") == document_text(served_document), (
+        "openapi.json is stale: run ./dev openapi (todo-api openapi --output openapi.json)"
+    )
+
+
+def test_the_console_command_exports_the_served_document(
+    tmp_path: Path, served_document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JWT_PRIVATE_KEY", TEST_SIGNING_KEY)
+    todo_api(["openapi", "--output", "exported.json"])
+    assert (tmp_path / "exported.json").read_text(encoding="utf-8") == document_text(
+        served_document
+    )
+
+
+# --- Complete and true --------------------------------------------------------------------------
+
+
+def test_every_operation_has_a_summary_description_tag_and_readable_id(
+    served_document: dict[str, Any],
+) -> None:
+    declared_tags = {tag["name"] for tag in served_document["tags"]}
+    ids = [operation["operationId"] for _, _, operation in operations(served_document)]
+    assert sorted(ids) == sorted(EXPECTED_STATUSES)
+    for path, method, operation in operations(served_document):
+        where = f"{method.upper()} {path}"
+        assert operation.get("summary"), where
+        assert len(operation.get("description", "")) > 20, where
+        assert len(operation["tags"]) == 1 and operation["tags"][0] in declared_tags, where
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", operation["operationId"]), where
+
+
+def test_every_operation_documents_exactly_the_statuses_it_can_answer(
+    served_document: dict[str, Any],
+) -> None:
+    for _, _, operation in operations(served_document):
+        documented = {int(status) for status in operation["responses"]}
+        assert documented == EXPECTED_STATUSES[operation["operationId"]], operation["operationId"]
+    assert "422" not in json.dumps(served_document["paths"])
+    schemas = served_document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+
+
+def test_errors_are_problem_json_with_an_example_per_code(
+    served_document: dict[str, Any],
+) -> None:
+    for _, _, operation in operations(served_document):
+        for status, response in operation["responses"].items():
+            if int(status) < 400:
+                continue
+            where = f"{operation['operationId']} {status}"
+            assert list(response["content"]) == [PROBLEM_JSON], where
+            content = response["content"][PROBLEM_JSON]
+            assert content["schema"] == PROBLEM_REF, where
+            codes = set(content["examples"])
+            assert codes and all(f"`{code}`" in response["description"] for code in codes), where
+            for code, example in content["examples"].items():
+                assert example["value"]["code"] == code and example["value"]["status"] == int(
+                    status
+                ), where
+
+
+def test_error_headers_are_documented(served_document: dict[str, Any]) -> None:
+    for _, _, operation in operations(served_document):
+        operation_id = operation["operationId"]
+        responses = operation["responses"]
+        if operation_id not in PUBLIC_OPERATIONS:
+            assert operation["security"] == [{"bearer": []}], operation_id
+            assert "WWW-Authenticate" in responses["401"]["headers"], operation_id
+        else:
+            assert "security" not in operation, operation_id
+        if "429" in responses:
+            assert operation_id in RATE_LIMITED
+            assert {"Retry-After", "RateLimit-Reset"} <= responses["429"]["headers"].keys()
+        if "503" in responses:
+            assert "Retry-After" in responses["503"]["headers"], operation_id
+        for status, response in responses.items():
+            assert "X-Request-ID" in response["headers"], f"{operation_id} {status}"
+    create = served_document["paths"]["/api/{user_id}/tasks"]["post"]["responses"]["201"]
+    assert "Location" in create["headers"]
+    scheme = served_document["components"]["securitySchemes"]["bearer"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+
+
+def test_request_and_success_bodies_have_examples(served_document: dict[str, Any]) -> None:
+    for _, _, operation in operations(served_document):
+        operation_id = operation["operationId"]
+        if "requestBody" in operation:
+            assert operation["requestBody"]["content"]["application/json"]["examples"], operation_id
+        for status, response in operation["responses"].items():
+            if int(status) < 300 and status != "204":
+                assert "example" in response["content"]["application/json"], (
+                    f"{operation_id} {status}"
+                )
+
+
+def test_created_tasks_link_to_the_operations_on_them(served_document: dict[str, Any]) -> None:
+    create = served_document["paths"]["/api/{user_id}/tasks"]["post"]["responses"]["201"]
+    links = create["links"]
+    assert {link["operationId"] for link in links.values()} == {
+        "getTask",
+        "replaceTask",
+        "completeTask",
+        "deleteTask",
+    }
+    for link in links.values():
+        assert link["parameters"] == {
+            "user_id": "$response.body#/user_id",
+            "task_id": "$response.body#/id",
+        }
+
+
+def _examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """Every example in the document, with the schema it illustrates."""
+    for path, method, operation in operations(document):
+        where = f"{method.upper()} {path}"
+        bodies = [("request", operation.get("requestBody", {}).get("content", {}))]
+        bodies += [(status, r.get("content", {})) for status, r in operation["responses"].items()]
+        for label, content in bodies:
+            for media_type, media in content.items():
+                if "example" in media:
+                    yield f"{where} {label} {media_type}", media["schema"], media["example"]
+                for name, example in media.get("examples", {}).items():
+                    yield f"{where} {label} {media_type} {name}", media["schema"], example["value"]
+
+
+def test_every_example_is_valid_against_its_schema(served_document: dict[str, Any]) -> None:
+    components = served_document["components"]
+    checked = 0
+    for where, schema, example in _examples(served_document):
+        validator = jsonschema_rs.validator_for(
+            {**schema, "components": components}, validate_formats=True
+        )
+        errors = [error.message for error in validator.iter_errors(example)]
+        assert errors == [], f"{where}: {errors}"
+        checked += 1
+    assert checked > 50
+
+
+# --- TypeScript types and the typed client ------------------------------------------------------
+
+
+def _pinned(package: str) -> str:
+    manifest = json.loads((CLIENT / "package.json").read_text())
+    version: str = {**manifest["dependencies"], **manifest["devDependencies"]}[package]
+    return version
+
+
+def _installed(package: str) -> str | None:
+    manifest = CLIENT / "node_modules" / package / "package.json"
+    return json.loads(manifest.read_text())["version"] if manifest.exists() else None
+
+
+@pytest.fixture(scope="session")
+def node_tools() -> Path:
+    """`clients/typescript/node_modules/.bin`, installed from package-lock.json if needed."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if IN_CI:
+            pytest.fail("node and npm are needed for the TypeScript checks, and CI=true")
+        pytest.skip("node and npm are not installed")
+    # One test worker installs; the others wait for it.
+    with (Path(tempfile.gettempdir()) / "todo-api-npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        packages = ("openapi-typescript", "openapi-fetch", "typescript")
+        if any(_installed(package) != _pinned(package) for package in packages):
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"],
+                cwd=CLIENT,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+    return CLIENT / "node_modules" / ".bin"
+
+
+def test_committed_typescript_types_are_current(
+    node_tools: Path, served_document: dict[str, Any], tmp_path: Path
+) -> None:
+    document = tmp_path / "openapi.json"
+    document.write_text(document_text(served_document), encoding="utf-8")
+    generated = tmp_path / "schema.d.ts"
+    subprocess.run(
+        [
+            node_tools / "openapi-typescript",
+            document,
+            "--default-non-nullable",
+            "false",
+            "--output",
+            generated,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert generated.read_text() == SCHEMA_D_TS.read_text(), (
+        "clients/typescript/schema.d.ts is stale: run ./dev openapi, then "
+        "npm --prefix clients/typescript run generate"
+    )
+
+
+def test_typed_client_compiles(node_tools: Path) -> None:
+    result = subprocess.run(
+        [node_tools / "tsc", "--noEmit", "-p", CLIENT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
