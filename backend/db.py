@@ -8,17 +8,24 @@ outage turns into fast 503s and the pool heals by itself when the server is back
 """
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
+import asyncpg
 import sqlalchemy as sa
-from fastapi import Request
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,6 +33,8 @@ from backend.config import Settings
 from backend.errors import AppError
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Session.info key: whether the session's writes run in a transaction of their own.
+WRITES_IN_TRANSACTION = "writes_in_transaction"
 _BEGIN_MODE = "todo_sqlite_begin"
 
 
@@ -123,6 +132,7 @@ class Database:
             if settings.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._reader_engine = reader_engine
         self._readers = async_sessionmaker(
             reader_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
         )
@@ -134,11 +144,21 @@ class Database:
         )
 
     @asynccontextmanager
-    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+    async def session(
+        self, *, write: bool, single_statement: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """A unit of work: committed when the block ends normally, rolled back otherwise (except
-        for the domain errors that say their changes must be kept)."""
-        factory = self._writers if write else self._readers
+        for the domain errors that say their changes must be kept).
+
+        `write` opens a write transaction (on SQLite, one that holds the write lock from its
+        first statement). With `single_statement`, the caller promises that it writes with one
+        statement at most, atomic on its own: on PostgreSQL it then runs without BEGIN/COMMIT,
+        two round trips fewer.
+        """
+        transactional_write = write and (self.is_sqlite or not single_statement)
+        factory = self._writers if transactional_write else self._readers
         async with factory() as session:
+            session.info[WRITES_IN_TRANSACTION] = transactional_write
             try:
                 yield session
                 await session.commit()
@@ -149,6 +169,13 @@ class Database:
                 await session.rollback()
                 raise
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a few reads with no ORM session around them, for the lookups that
+        run on every request (the token's user)."""
+        async with self._reader_engine.connect() as connection:
+            yield connection
+
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         async with self.engine.connect() as connection:
@@ -158,11 +185,69 @@ class Database:
         await self.engine.dispose()
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session; writing methods get a write transaction."""
-    database: Database = request.app.state.runtime.db
-    async with database.session(write=request.method not in READ_ONLY_METHODS) as session:
-        yield session
+# --- Running hot statements -------------------------------------------------------------------
+
+
+class _Compiled:
+    """A statement compiled once for asyncpg: its SQL, how to bind its parameters, and how to
+    read its result columns, all taken from SQLAlchemy's own compiler and column types."""
+
+    __slots__ = ("binds", "columns", "sql")
+
+    def __init__(self, statement: sa.Executable, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, cast(sa.ClauseElement, statement).compile(dialect=dialect))
+        self.sql = compiled.string
+        self.binds = tuple(
+            (name, compiled.binds[name].type.bind_processor(dialect))
+            for name in compiled.positiontup or ()
+        )
+        self.columns = tuple(
+            (column.key, column.type.result_processor(dialect, None))
+            for column in getattr(statement, "exported_columns", ())
+        )
+
+
+@cache
+def _compiled(statement: sa.Executable, dialect: Dialect) -> _Compiled:
+    return _Compiled(statement, dialect)
+
+
+async def fetch_all(
+    connection: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows of a statement built once at import time (bind parameters for every value).
+
+    On PostgreSQL outside a transaction it runs as asyncpg's own prepared statement, compiled
+    once: SQLAlchemy's per-execution work (execution context, cursor adaptation, result
+    objects, greenlet switches) costs more than the query's round trip, on every request.
+    Elsewhere it runs through SQLAlchemy as usual.
+    """
+    sync = connection.sync_connection
+    autocommit = sync is not None and (
+        sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    )
+    if connection.dialect.name != "postgresql" or not autocommit:
+        result = await connection.execute(statement, params)
+        return [dict(row._mapping) for row in result]
+    compiled = _compiled(statement, connection.dialect)
+    arguments = [
+        process(params[name]) if process else params[name] for name, process in compiled.binds
+    ]
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    try:
+        records = await raw.fetch(compiled.sql, *arguments)
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        await connection.invalidate(exc)  # the pool must not hand this connection out again
+        raise sa_exc.OperationalError(compiled.sql, None, exc) from exc
+    columns = compiled.columns
+    return [
+        {
+            key: (process(value) if process else value)
+            for (key, process), value in zip(columns, record, strict=True)
+        }
+        for record in records
+    ]
 
 
 class casefold_contains(FunctionElement[bool]):  # noqa: N801 (SQL function naming)

@@ -5,6 +5,7 @@ the route template, the status, the duration, the request id and the user id, no
 """
 
 import logging
+import os
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            "pid": record.process,
+            "pid": os.getpid(),
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
@@ -58,6 +59,12 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings) -> None:
     """Send our logs and uvicorn's to stderr in the configured format."""
+    # Every request logs a line: skip the work of records' fields that no line shows (the
+    # calling source line, which walks the stack, and thread and process names).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()

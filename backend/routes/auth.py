@@ -16,6 +16,7 @@ from backend.openapi import (
     success_response,
 )
 from backend.responses import json_response
+from backend.routing import UnitOfWorkRoute
 from backend.schemas import (
     AUTH_EXAMPLE,
     JWKS_EXAMPLE,
@@ -30,7 +31,7 @@ from backend.schemas import (
 )
 from backend.services import sessions, users
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=UnitOfWorkRoute)
 
 _TOKENS = (
     "the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes "
@@ -216,7 +217,7 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
     """
     runtime = runtime_of(request)
     account = await users.authenticate(
-        session, runtime.hasher, runtime.lockout, email=body.email, password=body.password
+        runtime.db, runtime.hasher, runtime.lockout, email=body.email, password=body.password
     )
     auth = await sessions.start_session(
         session, runtime.access_tokens, account, policy=runtime.session_policy
@@ -342,6 +343,7 @@ async def change_password(
     access and refresh, the caller's own included, stops working."""
     runtime = runtime_of(request)
     auth = await sessions.change_password(
+        runtime.db,
         session,
         runtime.hasher,
         runtime.access_tokens,

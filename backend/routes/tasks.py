@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from backend.dependencies import OwnerId, OwnerScopedRoute, SessionDep, TaskWriteLimit, runtime_of
+from backend.dependencies import OwnerId, SessionDep, TaskWriteLimit, runtime_of
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -18,6 +18,7 @@ from backend.openapi import (
     success_response,
 )
 from backend.responses import json_response
+from backend.routing import OwnerScopedRoute, single_statement
 from backend.schemas import (
     COMPLETED_TASK_EXAMPLE,
     TASK_EXAMPLE,
@@ -275,6 +276,7 @@ async def delete_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> R
         ),
     },
 )
+@single_statement  # one UPDATE ... RETURNING: atomic without a transaction around it
 async def complete_task(
     owner: OwnerId, session: SessionDep, task_id: TaskId, body: CompleteBody = None
 ) -> Response:

@@ -22,8 +22,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import AccessTokenIssuer
+from backend.db import Database
 from backend.errors import InvalidRefreshToken, RefreshTokenReused, WrongPassword
-from backend.models import RefreshToken, User, utcnow
+from backend.models import USERS, RefreshToken, User, utcnow
 from backend.schemas import AuthResponse, UserRead
 from backend.services.users import Account, account_of, check_password_strength
 
@@ -194,6 +195,7 @@ async def end_all_sessions(session: AsyncSession, user_id: str) -> datetime:
 
 
 async def change_password(
+    db: Database,
     session: AsyncSession,
     hasher: PasswordHasher,
     access_tokens: AccessTokenIssuer,
@@ -204,13 +206,22 @@ async def change_password(
     policy: SessionPolicy,
 ) -> AuthResponse:
     """Set a new password, end every earlier session (the caller's own included), and start a
-    new one."""
-    user = (await session.exec(select(User).where(User.id == account.id))).one()
-    valid, _ = await hasher.verify(current_password, user.password_hash)
-    if user.password_hash is None or not valid:
+    new one in the request's unit of work `session`.
+
+    The stored hash is read in a unit of work of its own, and both hashes are computed before
+    `session` is touched: no connection or lock is held through the hashing.
+    """
+    async with db.session(write=False) as read:
+        stored_hash = (
+            await read.exec(select(USERS.c.password_hash).where(USERS.c.id == account.id))
+        ).first()
+    valid, _ = await hasher.verify(current_password, stored_hash)
+    if stored_hash is None or not valid:
         raise WrongPassword()
     check_password_strength(new_password)
-    user.password_hash = await hasher.hash(new_password)
+    new_hash = await hasher.hash(new_password)
+    user = (await session.exec(select(User).where(User.id == account.id))).one()
+    user.password_hash = new_hash
     user.updated_at = utcnow()
     session.add(user)
     await end_all_sessions(session, user.id)

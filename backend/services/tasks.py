@@ -1,33 +1,32 @@
-"""Tasks: list, get, create, replace, delete, complete. Every statement is scoped by its owner
-through `_owned()`, so a task id alone never reaches a row; another user's task and a missing
-task are indistinguishable.
+"""Tasks: list, get, create, replace, delete, complete.
 
-Statements are built with SQLModel on the tables themselves (Core, not ORM entities): reads
-return plain rows with no objects to hydrate, and writes skip the ORM's session bookkeeping.
-Writes are single UPDATE/INSERT/DELETE statements, atomic under concurrent requests. Rows become
-response models without validation: they come from our own schema.
+Every statement is scoped by its owner through `_owned()`, which binds the `owner_id` parameter
+that every execution must supply (`_execute`), so a task id alone never reaches a row; another
+user's task and a missing task are indistinguishable.
+
+The statements are built with SQLModel once, on the tables themselves (Core, not ORM entities),
+with bind parameters for every value: building a statement and computing its cache key costs
+more than running it, and these run on every request. The list statements depend on the shape
+of the query (which filters, which sort) and are built once per shape. Reads run through
+`db.fetch_all` (on PostgreSQL, compiled once and run as asyncpg's prepared statements); rows
+become response models through pydantic's validator, faster than constructing them in Python.
 """
 
 import uuid
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import casefold_contains, like_pattern
+from backend.db import casefold_contains, fetch_all, like_pattern
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
-from backend.schemas import (
-    TaskListQuery,
-    TaskPage,
-    TaskRead,
-    TaskSort,
-    TaskStatus,
-    TaskWrite,
-)
+from backend.schemas import TaskListQuery, TaskPage, TaskRead, TaskSort, TaskStatus, TaskWrite
 
 _t = TASKS.c
 _COLUMNS = tuple(TASKS.columns)
@@ -39,38 +38,75 @@ _SORT_COLUMNS: dict[str, Any] = {
     "due_date": _t.due_date,
     "priority": _t.priority,
 }
+_NOW = sa.bindparam("now", type_=UTCDateTime())
 
 
-def _owned(owner_id: str, *criteria: ColumnElement[bool]) -> ColumnElement[bool]:
+def _owned(*criteria: ColumnElement[bool]) -> ColumnElement[bool]:
     """The owner scope that every task statement goes through."""
-    return sa.and_(_t.user_id == owner_id, *criteria)
+    return sa.and_(_t.user_id == sa.bindparam("owner_id"), *criteria)
 
 
-def _read(row: Row[Any]) -> TaskRead:
-    return TaskRead.model_construct(**row._mapping)
+_BY_ID = _t.id == sa.bindparam("task_id")
 
 
-def _filters(query: TaskListQuery) -> list[ColumnElement[bool]]:
+async def _execute(
+    session: AsyncSession, statement: Executable, owner_id: str, **params: Any
+) -> CursorResult[Any]:
+    """Run a statement whose row count matters."""
+    connection = await session.connection()
+    return await connection.execute(statement, {"owner_id": owner_id, **params})
+
+
+async def _rows(
+    session: AsyncSession, statement: Executable, owner_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """Run a statement for its rows."""
+    return await fetch_all(await session.connection(), statement, {"owner_id": owner_id, **params})
+
+
+def _read(row: dict[str, Any]) -> TaskRead:
+    return TaskRead.model_validate(row)
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+@cache
+def _list_statements(
+    status: TaskStatus,
+    search: bool,
+    priority: bool,
+    due_before: bool,
+    due_after: bool,
+    sort: TaskSort,
+) -> tuple[Executable, Executable]:
+    """The count and page statements for one shape of query (at most 480 shapes)."""
     filters: list[ColumnElement[bool]] = []
-    if query.status is TaskStatus.pending:
+    if status is TaskStatus.pending:
         filters.append(_t.completed == sa.false())
-    elif query.status is TaskStatus.completed:
+    elif status is TaskStatus.completed:
         filters.append(_t.completed == sa.true())
-    if query.q:
-        pattern = like_pattern(query.q)
+    if search:
+        pattern: sa.BindParameter[str] = sa.bindparam("pattern")
         filters.append(
-            sa.or_(
-                casefold_contains(_t.title, pattern),
-                casefold_contains(_t.description, pattern),
-            )
+            sa.or_(casefold_contains(_t.title, pattern), casefold_contains(_t.description, pattern))
         )
-    if query.priority is not None:
-        filters.append(_t.priority == query.priority)
-    if query.due_before is not None:
-        filters.append(_t.due_date <= query.due_before)
-    if query.due_after is not None:
-        filters.append(_t.due_date >= query.due_after)
-    return filters
+    if priority:
+        filters.append(_t.priority == sa.bindparam("priority"))
+    if due_before:
+        filters.append(_t.due_date <= sa.bindparam("due_before"))
+    if due_after:
+        filters.append(_t.due_date >= sa.bindparam("due_after"))
+    where = _owned(*filters)
+    count = select(func.count().label("total")).select_from(TASKS).where(where)
+    page = (
+        select(*_COLUMNS)
+        .where(where)
+        .order_by(*_order_by(sort))
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("offset"))
+    )
+    return count, page
 
 
 def _order_by(sort: TaskSort) -> list[Any]:
@@ -84,43 +120,61 @@ def _order_by(sort: TaskSort) -> list[Any]:
 
 
 async def list_tasks(session: AsyncSession, owner_id: str, query: TaskListQuery) -> TaskPage:
-    where = _owned(owner_id, *_filters(query))
-    total = (await session.exec(select(func.count()).select_from(TASKS).where(where))).one()
-    items: list[TaskRead] = []
+    count, page = _list_statements(
+        query.status,
+        query.q is not None,
+        query.priority is not None,
+        query.due_before is not None,
+        query.due_after is not None,
+        query.sort,
+    )
+    params: dict[str, Any] = {}
+    if query.q is not None:
+        params["pattern"] = like_pattern(query.q)
+    for name in ("priority", "due_before", "due_after"):
+        if (value := getattr(query, name)) is not None:
+            params[name] = value
+    total: int = (await _rows(session, count, owner_id, **params))[0]["total"]
+    rows: list[dict[str, Any]] = []
     if query.offset < total:
-        rows = await session.exec(
-            select(*_COLUMNS)
-            .where(where)
-            .order_by(*_order_by(query.sort))
-            .limit(query.limit)
-            .offset(query.offset)
+        rows = await _rows(
+            session, page, owner_id, limit=query.limit, offset=query.offset, **params
         )
-        items = [_read(row) for row in rows]
-    return TaskPage(items=items, total=total, limit=query.limit, offset=query.offset)
+    return TaskPage.model_validate(
+        {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
+    )
 
 
-async def _find(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> Row[Any]:
-    row: Row[Any] | None = (
-        await session.exec(select(*_COLUMNS).where(_owned(owner_id, _t.id == task_id)))
-    ).first()
-    if row is None:
+# --- one task ----------------------------------------------------------------------------------
+
+_GET = select(*_COLUMNS).where(_owned(_BY_ID))
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
+async def _find(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
+    rows = await _rows(session, _GET, owner_id, task_id=task_id)
+    if not rows:
         raise NotFound("No task with this id.")
-    return row
+    return rows[0]
 
 
 async def get_task(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> TaskRead:
     return _read(await _find(session, owner_id, task_id))
 
 
+# Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
+_COUNT_ONE_MORE = (
+    update(USERS)
+    .where(USERS.c.id == sa.bindparam("owner_id"), USERS.c.task_count < sa.bindparam("cap"))
+    .values(task_count=USERS.c.task_count + 1)
+)
+_INSERT = insert(TASKS)
+
+
 async def create_task(
     session: AsyncSession, owner_id: str, data: TaskWrite, *, max_tasks: int
 ) -> TaskRead:
-    # Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
-    counted = await session.exec(
-        update(USERS)
-        .where(USERS.c.id == owner_id, USERS.c.task_count < max_tasks)
-        .values(task_count=USERS.c.task_count + 1)
-    )
+    counted = await _execute(session, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
     if counted.rowcount == 0:
         raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
     now = utcnow()
@@ -132,70 +186,107 @@ async def create_task(
         "created_at": now,
         "updated_at": now,
     }
-    await session.exec(insert(TASKS).values(**values))
-    return TaskRead.model_construct(**values)
+    await (await session.connection()).execute(_INSERT, values)
+    return TaskRead.model_validate(values)
+
+
+# Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
+_REPLACE = (
+    update(TASKS)
+    .where(_owned(_BY_ID))
+    .values(
+        {
+            **{name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in _WRITABLE},
+            "completed_at": sa.bindparam("new_completed_at", type_=UTCDateTime()),
+            "updated_at": _NOW,
+        }
+    )
+    .returning(*_COLUMNS)
+)
 
 
 async def replace_task(
     session: AsyncSession, owner_id: str, task_id: uuid.UUID, data: TaskWrite
 ) -> TaskRead:
-    current = (
-        await session.exec(
-            select(*_COLUMNS).where(_owned(owner_id, _t.id == task_id)).with_for_update()
-        )
-    ).first()
-    if current is None:
+    found = await _rows(session, _GET_FOR_UPDATE, owner_id, task_id=task_id)
+    if not found:
         raise NotFound("No task with this id.")
+    current = found[0]
     new_values = data.model_dump(include=set(_WRITABLE))
-    if all(getattr(current, name) == value for name, value in new_values.items()):
+    if all(current[name] == value for name, value in new_values.items()):
         return _read(current)  # nothing changes, so updated_at does not either
     now = utcnow()
     if not data.completed:
         completed_at = None
-    elif current.completed:
-        completed_at = current.completed_at
+    elif current["completed"]:
+        completed_at = current["completed_at"]
     else:
         completed_at = now
-    row = (
-        await session.exec(
-            update(TASKS)
-            .where(_owned(owner_id, _t.id == task_id))
-            .values(**new_values, completed_at=completed_at, updated_at=now)
-            .returning(*_COLUMNS)
-        )
-    ).one()
+    (row,) = await _rows(
+        session,
+        _REPLACE,
+        owner_id,
+        task_id=task_id,
+        new_completed_at=completed_at,
+        now=now,
+        **{f"new_{name}": value for name, value in new_values.items()},
+    )
     return _read(row)
+
+
+_DELETE = delete(TASKS).where(_owned(_BY_ID))
+_COUNT_FEWER = (
+    update(USERS)
+    .where(USERS.c.id == sa.bindparam("owner_id"))
+    .values(task_count=USERS.c.task_count - sa.bindparam("deleted"))
+)
 
 
 async def delete_task(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> None:
     """Delete the task if the owner has it; deleting a missing task is not an error."""
-    deleted = await session.exec(delete(TASKS).where(_owned(owner_id, _t.id == task_id)))
+    deleted = await _execute(session, _DELETE, owner_id, task_id=task_id)
     if deleted.rowcount:
-        await session.exec(
-            update(USERS)
-            .where(USERS.c.id == owner_id)
-            .values(task_count=USERS.c.task_count - deleted.rowcount)
-        )
+        await _execute(session, _COUNT_FEWER, owner_id, deleted=deleted.rowcount)
+
+
+_TOGGLE = (
+    update(TASKS)
+    .where(_owned(_BY_ID))
+    .values(
+        completed=sa.not_(_t.completed),
+        completed_at=sa.case((_t.completed, sa.null()), else_=_NOW),
+        updated_at=_NOW,
+    )
+    .returning(*_COLUMNS)
+)
+# Setting the state a task already has changes nothing, not even updated_at.
+_SET_COMPLETED = (
+    update(TASKS)
+    .where(_owned(_BY_ID, _t.completed != sa.bindparam("new_completed")))
+    .values(
+        completed=sa.bindparam("new_completed"),
+        completed_at=sa.bindparam("new_completed_at", type_=UTCDateTime()),
+        updated_at=_NOW,
+    )
+    .returning(*_COLUMNS)
+)
 
 
 async def set_completed(
     session: AsyncSession, owner_id: str, task_id: uuid.UUID, completed: bool | None
 ) -> TaskRead:
     """Toggle (`completed` None) or set the completed state, atomically."""
-    now = sa.literal(utcnow(), UTCDateTime())
-    statement = update(TASKS).returning(*_COLUMNS)
+    now = utcnow()
     if completed is None:
-        statement = statement.where(_owned(owner_id, _t.id == task_id)).values(
-            completed=sa.not_(_t.completed),
-            completed_at=sa.case((_t.completed, sa.null()), else_=now),
-            updated_at=now,
-        )
+        rows = await _rows(session, _TOGGLE, owner_id, task_id=task_id, now=now)
     else:
-        # Setting the state it already has changes nothing, not even updated_at.
-        statement = statement.where(
-            _owned(owner_id, _t.id == task_id, _t.completed != completed)
-        ).values(completed=completed, completed_at=now if completed else None, updated_at=now)
-    row = (await session.exec(statement)).first()
-    if row is None:
-        row = await _find(session, owner_id, task_id)
-    return _read(row)
+        rows = await _rows(
+            session,
+            _SET_COMPLETED,
+            owner_id,
+            task_id=task_id,
+            new_completed=completed,
+            new_completed_at=now if completed else None,
+            now=now,
+        )
+    return _read(rows[0] if rows else await _find(session, owner_id, task_id))

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlmodel import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher, is_common_password
 from backend.auth.tokens import Principal
+from backend.db import WRITES_IN_TRANSACTION, Database, fetch_all
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
 from backend.models import USERS, AuthProvider, User, utcnow
 from backend.ratelimit import LoginLockout
@@ -65,8 +68,13 @@ async def signup(
     password: str,
     name: str | None,
 ) -> Account:
-    """Create a local account. Emails are unique among local accounts, in any case."""
+    """Create a local account. Emails are unique among local accounts, in any case.
+
+    The password is hashed before the database is touched, so that no connection (nor, on
+    SQLite, the write lock) is held while the hash is computed.
+    """
     check_password_strength(password)
+    password_hash = await hasher.hash(password)
     taken = await session.exec(
         select(User.id).where(User.provider == AuthProvider.local, User.email == email)
     )
@@ -77,7 +85,7 @@ async def signup(
         provider=AuthProvider.local,
         email=email,
         name=name,
-        password_hash=await hasher.hash(password),
+        password_hash=password_hash,
     )
     try:
         async with session.begin_nested():
@@ -88,7 +96,7 @@ async def signup(
 
 
 async def authenticate(
-    session: AsyncSession,
+    db: Database,
     hasher: PasswordHasher,
     lockout: LoginLockout,
     *,
@@ -99,32 +107,40 @@ async def authenticate(
 
     Unknown email and wrong password fail the same way, after the same amount of hashing work.
     An email with too many recent failures is refused before any check, whether or not an
-    account has it.
+    account has it. The account is read in a unit of work of its own that ends before the
+    password is checked: a login flood must not hold the pool's connections (nor SQLite's write
+    lock) through tens of milliseconds of hashing each.
     """
     await lockout.attempt(email)
-    result = await session.exec(
-        select(User).where(User.provider == AuthProvider.local, User.email == email)
-    )
-    user = result.first()
+    async with db.session(write=False) as session:
+        result = await session.exec(
+            select(User).where(User.provider == AuthProvider.local, User.email == email)
+        )
+        user = result.first()
     valid, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:
         raise InvalidCredentials()
     await lockout.succeeded(email)
     if upgraded_hash is not None:  # the hashing parameters changed since this hash was made
-        user.password_hash = upgraded_hash
-        user.updated_at = utcnow()
-        session.add(user)
+        async with db.session(write=True) as session:
+            await session.exec(
+                update(USERS)
+                .where(USERS.c.id == user.id, USERS.c.password_hash == user.password_hash)
+                .values(password_hash=upgraded_hash, updated_at=utcnow())
+            )
     return account_of(user)
 
 
-async def find_account(session: AsyncSession, principal: Principal) -> Account | None:
+_ACCOUNT_BY_ID = select(*_ACCOUNT_COLUMNS).where(USERS.c.id == sa.bindparam("subject"))
+
+
+async def find_account(connection: AsyncConnection, principal: Principal) -> Account | None:
     """The account a verified token speaks for, if it exists, belongs to the token's issuer, and
     has not revoked the tokens issued before a logout-all or a password change."""
-    result = await session.exec(select(*_ACCOUNT_COLUMNS).where(USERS.c.id == principal.subject))
-    row = result.first()
-    if row is None:
+    rows = await fetch_all(connection, _ACCOUNT_BY_ID, {"subject": principal.subject})
+    if not rows:
         return None
-    account = Account(*row)
+    account = Account(**rows[0])
     if account.provider != principal.provider:
         # A Better Auth id equal to one of ours (or the reverse) never reaches the other's data.
         raise InvalidToken("The access token's subject belongs to another identity provider.")
@@ -153,6 +169,32 @@ def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
     if email is not None and len(email) > _MAX_EMAIL_LENGTH:
         email = None
     return email, None if name is None else name[:_MAX_NAME_LENGTH]
+
+
+async def account_for_token(
+    db: Database, principal: Principal, *, session: AsyncSession | None = None
+) -> Account:
+    """The account behind a verified token; a Better Auth user is provisioned on first sight.
+
+    The lookup runs on the request's unit of work `session` when given (one connection for the
+    whole request), else on a connection of its own. A new user is written in `session` when
+    that is a write transaction, else in a unit of work of its own (a read's transaction must
+    not become a write one: SQLite could refuse the upgrade).
+    """
+    if session is None:
+        async with db.reading() as connection:
+            account = await find_account(connection, principal)
+    else:
+        account = await find_account(await session.connection(), principal)
+    if needs_provisioning(account, principal):
+        if session is not None and session.info.get(WRITES_IN_TRANSACTION):
+            account = await provision_better_auth_user(session, principal)
+        else:
+            async with db.session(write=True) as own:
+                account = await provision_better_auth_user(own, principal)
+    if account is None:
+        raise InvalidToken("The user of this access token no longer exists.")
+    return account
 
 
 def needs_provisioning(account: Account | None, principal: Principal) -> bool:

@@ -4,7 +4,7 @@
  */
 
 export interface paths {
-    "/health": {
+    "/api/{user_id}/tasks": {
         parameters: {
             query?: never;
             header?: never;
@@ -12,19 +12,27 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Liveness
-         * @description 200 while the process is up and serving; it checks nothing else.
+         * List tasks
+         * @description The caller's tasks, filtered, sorted and paged.
+         *
+         *     `total` counts every task that matches the filters. The order is total (ties are broken by
+         *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
+         *     date come last in either direction.
          */
-        get: operations["health"];
+        get: operations["listTasks"];
         put?: never;
-        post?: never;
+        /**
+         * Create a task
+         * @description Create a task. The answer's `Location` header is the new task's URL.
+         */
+        post: operations["createTask"];
         delete?: never;
         options?: never;
         head?: never;
         patch?: never;
         trace?: never;
     };
-    "/ready": {
+    "/api/{user_id}/tasks/{task_id}": {
         parameters: {
             query?: never;
             header?: never;
@@ -32,16 +40,49 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness
-         * @description 200 when the database answers a query within two seconds, 503 otherwise.
+         * Get a task
+         * @description One task. A task that does not exist and another user's task are both 404.
          */
-        get: operations["ready"];
+        get: operations["getTask"];
+        /**
+         * Replace a task
+         * @description Replace every writable field; fields left out are reset to their defaults.
+         *
+         *     Idempotent: repeating a PUT gives the same task, and a PUT that changes nothing leaves
+         *     `updated_at` as it was. `completed_at` is kept by the server.
+         */
+        put: operations["replaceTask"];
+        post?: never;
+        /**
+         * Delete a task
+         * @description Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
+         *     whether another user has a task with this id.
+         */
+        delete: operations["deleteTask"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/tasks/{task_id}/complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Complete, reopen or toggle a task
+         * @description Without a body, toggle the task's state; with `{"completed": true|false}`, set it
+         *     (idempotent). `{}` is a 400. `completed_at` follows the state.
+         */
+        patch: operations["completeTask"];
         trace?: never;
     };
     "/api/auth/signup": {
@@ -217,7 +258,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/{user_id}/tasks": {
+    "/health": {
         parameters: {
             query?: never;
             header?: never;
@@ -225,27 +266,19 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List tasks
-         * @description The caller's tasks, filtered, sorted and paged.
-         *
-         *     `total` counts every task that matches the filters. The order is total (ties are broken by
-         *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
-         *     date come last in either direction.
+         * Liveness
+         * @description 200 while the process is up and serving; it checks nothing else.
          */
-        get: operations["listTasks"];
+        get: operations["health"];
         put?: never;
-        /**
-         * Create a task
-         * @description Create a task. The answer's `Location` header is the new task's URL.
-         */
-        post: operations["createTask"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
         patch?: never;
         trace?: never;
     };
-    "/api/{user_id}/tasks/{task_id}": {
+    "/ready": {
         parameters: {
             query?: never;
             header?: never;
@@ -253,49 +286,16 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Get a task
-         * @description One task. A task that does not exist and another user's task are both 404.
+         * Readiness
+         * @description 200 when the database answers a query within two seconds, 503 otherwise.
          */
-        get: operations["getTask"];
-        /**
-         * Replace a task
-         * @description Replace every writable field; fields left out are reset to their defaults.
-         *
-         *     Idempotent: repeating a PUT gives the same task, and a PUT that changes nothing leaves
-         *     `updated_at` as it was. `completed_at` is kept by the server.
-         */
-        put: operations["replaceTask"];
-        post?: never;
-        /**
-         * Delete a task
-         * @description Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
-         *     whether another user has a task with this id.
-         */
-        delete: operations["deleteTask"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/{user_id}/tasks/{task_id}/complete": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
+        get: operations["ready"];
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
-        /**
-         * Complete, reopen or toggle a task
-         * @description Without a body, toggle the task's state; with `{"completed": true|false}`, set it
-         *     (idempotent). `{}` is a 400. `completed_at` follows the state.
-         */
-        patch: operations["completeTask"];
+        patch?: never;
         trace?: never;
     };
 }
@@ -673,659 +673,6 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    health: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The process is up. */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "status": "ok"
-                     *     }
-                     */
-                    "application/json": components["schemas"]["Status"];
-                };
-            };
-        };
-    };
-    ready: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The database answers. */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "status": "ready"
-                     *     }
-                     */
-                    "application/json": components["schemas"]["Status"];
-                };
-            };
-            /** @description The database does not answer. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    signup: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["SignupRequest"];
-            };
-        };
-        responses: {
-            /** @description The account is created and signed in: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
-            201: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
-                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
-                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "user": {
-                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *         "email": "ada@example.com",
-                     *         "name": "Ada Lovelace",
-                     *         "created_at": "2026-11-26T20:22:38.427Z"
-                     *       },
-                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
-                     *       "token_type": "bearer",
-                     *       "expires_in": 3600,
-                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
-                     *       "refresh_expires_in": 604800
-                     *     }
-                     */
-                    "application/json": components["schemas"]["AuthResponse"];
-                };
-            };
-            /** @description Invalid input, or a very common password. Codes: `validation_error`, `weak_password`. */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description An account with this email already exists. Codes: `email_taken`. */
-            409: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Too many signups from this client (`SIGNUP_RATE_LIMIT`). Codes: `rate_limited`. */
-            429: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
-                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
-                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    login: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["LoginRequest"];
-            };
-        };
-        responses: {
-            /** @description Signed in: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
-                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
-                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "user": {
-                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *         "email": "ada@example.com",
-                     *         "name": "Ada Lovelace",
-                     *         "created_at": "2026-11-26T20:22:38.427Z"
-                     *       },
-                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
-                     *       "token_type": "bearer",
-                     *       "expires_in": 3600,
-                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
-                     *       "refresh_expires_in": 604800
-                     *     }
-                     */
-                    "application/json": components["schemas"]["AuthResponse"];
-                };
-            };
-            /** @description The request is not valid. Codes: `validation_error`. */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Wrong email or password, the same answer for both. Codes: `invalid_credentials`. */
-            401: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Too many attempts from this client (`LOGIN_RATE_LIMIT`), or too many failures for this account (`LOGIN_LOCKOUT`). Codes: `rate_limited`. */
-            429: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
-                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
-                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    refreshTokens: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["RefreshRequest"];
-            };
-        };
-        responses: {
-            /** @description New tokens: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "user": {
-                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *         "email": "ada@example.com",
-                     *         "name": "Ada Lovelace",
-                     *         "created_at": "2026-11-26T20:22:38.427Z"
-                     *       },
-                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
-                     *       "token_type": "bearer",
-                     *       "expires_in": 3600,
-                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
-                     *       "refresh_expires_in": 604800
-                     *     }
-                     */
-                    "application/json": components["schemas"]["AuthResponse"];
-                };
-            };
-            /** @description Invalid input, or no refresh token at all (neither in the body nor in the cookie). Codes: `validation_error`. */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The refresh token is unknown, expired, revoked or not a refresh token (`invalid_refresh_token`), or it was already used, so its session is now ended (`refresh_token_reused`). Codes: `invalid_refresh_token`, `refresh_token_reused`. */
-            401: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    logout: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["RefreshRequest"];
-            };
-        };
-        responses: {
-            /** @description The session has ended (or had already ended). */
-            204: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Invalid input, or no refresh token at all (neither in the body nor in the cookie). Codes: `validation_error`. */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    logoutAll: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Every session of the user has ended. */
-            204: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
-            401: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    changePassword: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["PasswordChangeRequest"];
-            };
-        };
-        responses: {
-            /** @description The password is changed and earlier tokens stop working: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "user": {
-                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *         "email": "ada@example.com",
-                     *         "name": "Ada Lovelace",
-                     *         "created_at": "2026-11-26T20:22:38.427Z"
-                     *       },
-                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
-                     *       "token_type": "bearer",
-                     *       "expires_in": 3600,
-                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
-                     *       "refresh_expires_in": 604800
-                     *     }
-                     */
-                    "application/json": components["schemas"]["AuthResponse"];
-                };
-            };
-            /** @description Invalid input, a current password that is not right, or a very common new password. Codes: `validation_error`, `wrong_password`, `weak_password`. */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
-            401: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    getCurrentUser: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The current user. */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *       "email": "ada@example.com",
-                     *       "name": "Ada Lovelace",
-                     *       "created_at": "2026-11-26T20:22:38.427Z"
-                     *     }
-                     */
-                    "application/json": components["schemas"]["UserRead"];
-                };
-            };
-            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
-            401: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
-            503: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    "Retry-After": components["headers"]["Retry-After"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    getJwks: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Our public keys (JWKS, RFC 7517). */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "keys": [
-                     *         {
-                     *           "kty": "OKP",
-                     *           "crv": "Ed25519",
-                     *           "x": "S8rWLaVJlPcii3kPyROS20yPlqASWZpWxX7TcZ6l8zw",
-                     *           "kid": "uoRvKQv5NFtIamxviL6blO93rXm-iBzk7Zrry7U5Hvo",
-                     *           "alg": "EdDSA",
-                     *           "use": "sig"
-                     *         }
-                     *       ]
-                     *     }
-                     */
-                    "application/json": components["schemas"]["JsonWebKeySet"];
-                };
-            };
-        };
-    };
     listTasks: {
         parameters: {
             query?: {
@@ -1987,6 +1334,659 @@ export interface operations {
                 };
             };
             /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    signup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignupRequest"];
+            };
+        };
+        responses: {
+            /** @description The account is created and signed in: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
+            201: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 3600,
+                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+                     *       "refresh_expires_in": 604800
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            /** @description Invalid input, or a very common password. Codes: `validation_error`, `weak_password`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An account with this email already exists. Codes: `email_taken`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many signups from this client (`SIGNUP_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginRequest"];
+            };
+        };
+        responses: {
+            /** @description Signed in: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 3600,
+                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+                     *       "refresh_expires_in": 604800
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong email or password, the same answer for both. Codes: `invalid_credentials`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many attempts from this client (`LOGIN_RATE_LIMIT`), or too many failures for this account (`LOGIN_LOCKOUT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    refreshTokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshRequest"];
+            };
+        };
+        responses: {
+            /** @description New tokens: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 3600,
+                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+                     *       "refresh_expires_in": 604800
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            /** @description Invalid input, or no refresh token at all (neither in the body nor in the cookie). Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The refresh token is unknown, expired, revoked or not a refresh token (`invalid_refresh_token`), or it was already used, so its session is now ended (`refresh_token_reused`). Codes: `invalid_refresh_token`, `refresh_token_reused`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshRequest"];
+            };
+        };
+        responses: {
+            /** @description The session has ended (or had already ended). */
+            204: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input, or no refresh token at all (neither in the body nor in the cookie). Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    logoutAll: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every session of the user has ended. */
+            204: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChangeRequest"];
+            };
+        };
+        responses: {
+            /** @description The password is changed and earlier tokens stop working: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 3600,
+                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+                     *       "refresh_expires_in": 604800
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            /** @description Invalid input, a current password that is not right, or a very common new password. Codes: `validation_error`, `wrong_password`, `weak_password`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getCurrentUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The current user. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "email": "ada@example.com",
+                     *       "name": "Ada Lovelace",
+                     *       "created_at": "2026-11-26T20:22:38.427Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UserRead"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getJwks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Our public keys (JWKS, RFC 7517). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "keys": [
+                     *         {
+                     *           "kty": "OKP",
+                     *           "crv": "Ed25519",
+                     *           "x": "S8rWLaVJlPcii3kPyROS20yPlqASWZpWxX7TcZ6l8zw",
+                     *           "kid": "uoRvKQv5NFtIamxviL6blO93rXm-iBzk7Zrry7U5Hvo",
+                     *           "alg": "EdDSA",
+                     *           "use": "sig"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["JsonWebKeySet"];
+                };
+            };
+        };
+    };
+    health: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The process is up. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+        };
+    };
+    ready: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The database answers. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "ready"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+            /** @description The database does not answer. Codes: `service_unavailable`. */
             503: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];

@@ -1,0 +1,61 @@
+"""Route classes: what happens around every route's handler, before FastAPI reads the body.
+
+- `UnitOfWorkRoute` opens the request's unit of work (`Database.session`, a write transaction
+  for writing methods), hands it to the handler through `SessionDep`, and commits it when the
+  handler has returned, before the response is sent, so a 201 means "stored"; an error rolls
+  it back. A session costs nothing until its first statement.
+- `OwnerScopedRoute`, for the routes under /api/{user_id}/, first checks the bearer token, its
+  account (on the request's own connection) and the path's owner. FastAPI decodes a JSON body
+  before it solves dependencies, so without this a request with no token and a malformed body
+  would get 400 instead of 401; the contract's order is 401, then 403, then 400, then 404.
+"""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.db import READ_ONLY_METHODS
+from backend.dependencies import BEARER_SCHEME, check_owner, current_account, runtime_of
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def single_statement[Endpoint: Callable[..., Any]](endpoint: Endpoint) -> Endpoint:
+    """Mark a writing route whose work is one statement, atomic on its own: its unit of work
+    needs no transaction (on PostgreSQL, two round trips fewer)."""
+    endpoint.__single_statement__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+class UnitOfWorkRoute(APIRoute):
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+        single = getattr(self.endpoint, "__single_statement__", False)
+
+        async def in_unit_of_work(request: Request) -> Response:
+            write = request.method not in READ_ONLY_METHODS
+            database = runtime_of(request).db
+            async with database.session(write=write, single_statement=single) as session:
+                request.scope["state"]["session"] = session
+                await self.before_handler(request, session)
+                return await handler(request)
+
+        return in_unit_of_work
+
+    async def before_handler(self, request: Request, session: AsyncSession) -> None:
+        """What a route class checks before the handler (and FastAPI's body parsing) runs."""
+
+
+class OwnerScopedRoute(UnitOfWorkRoute):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The token is checked here rather than by a FastAPI security dependency (one fewer
+        # dependency on every request), so the route says in the document that it needs it.
+        self.openapi_extra = {"security": [{BEARER_SCHEME: []}], **(self.openapi_extra or {})}
+
+    async def before_handler(self, request: Request, session: AsyncSession) -> None:
+        account = await current_account(request, session=session)
+        check_owner(request.path_params["user_id"], account)
