@@ -33,9 +33,8 @@ from backend.config import Settings
 from backend.errors import AppError
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Session.info key: whether the session's writes run in a transaction of their own.
-WRITES_IN_TRANSACTION = "writes_in_transaction"
 _BEGIN_MODE = "todo_sqlite_begin"
+_UNIT = "todo_unit_of_work"
 
 
 def casefold_sql(value: str | None) -> str | None:
@@ -120,28 +119,51 @@ def _ping_idle_connections(engine: AsyncEngine, *, idle_seconds: float) -> None:
 
 
 class Database:
-    """The process's engine and the only place that opens, commits and rolls back sessions."""
+    """The process's engine and the only place that opens, commits and rolls back units of work:
+    ORM sessions (`session`) for the services that need one, Core connections (`connection`)
+    for those that build every statement on the tables (the task routes, the hottest ones)."""
 
     def __init__(self, settings: Settings) -> None:
         self.engine = build_engine(settings)
         self.is_sqlite = settings.is_sqlite
         # PostgreSQL reads run without BEGIN/COMMIT: under READ COMMITTED every statement takes
         # its own snapshot anyway, so a read-only transaction buys nothing but two round trips.
-        reader_engine = (
-            self.engine
-            if settings.is_sqlite
-            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader_engine = self.engine.execution_options(
+            **({} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"}),
+            **{_UNIT: "read"},
         )
-        self._reader_engine = reader_engine
+        self._writer_engine = self.engine.execution_options(
+            **{_BEGIN_MODE: "IMMEDIATE", _UNIT: "write"}
+        )
         self._readers = async_sessionmaker(
-            reader_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
+            self._reader_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
         )
         self._writers = async_sessionmaker(
-            self.engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"}),
-            class_=AsyncSession,
-            expire_on_commit=False,
-            autoflush=False,
+            self._writer_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
         )
+
+    def _writes_in_transaction(self, write: bool, single_statement: bool) -> bool:
+        return write and (self.is_sqlite or not single_statement)
+
+    @staticmethod
+    def in_write_transaction(connection: AsyncConnection) -> bool:
+        """Whether this connection belongs to a write unit of work (not a read or a single
+        statement's)."""
+        sync = connection.sync_connection
+        return sync is not None and sync.get_execution_options().get(_UNIT) == "write"
+
+    @asynccontextmanager
+    async def connection(
+        self, *, write: bool, single_statement: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """The unit of work of `session`, on a Core connection: committed when the block ends
+        normally, rolled back otherwise. The same transaction rules apply."""
+        if self._writes_in_transaction(write, single_statement):
+            async with self._writer_engine.begin() as connection:
+                yield connection
+        else:
+            async with self._reader_engine.connect() as connection:
+                yield connection
 
     @asynccontextmanager
     async def session(
@@ -155,10 +177,9 @@ class Database:
         statement at most, atomic on its own: on PostgreSQL it then runs without BEGIN/COMMIT,
         two round trips fewer.
         """
-        transactional_write = write and (self.is_sqlite or not single_statement)
+        transactional_write = self._writes_in_transaction(write, single_statement)
         factory = self._writers if transactional_write else self._readers
         async with factory() as session:
-            session.info[WRITES_IN_TRANSACTION] = transactional_write
             try:
                 yield session
                 await session.commit()
@@ -188,6 +209,10 @@ class Database:
 # --- Running hot statements -------------------------------------------------------------------
 
 
+_REQUIRED = object()
+_DRIVER = "todo_asyncpg_connection"
+
+
 class _Compiled:
     """A statement compiled once for asyncpg: its SQL, how to bind its parameters, and how to
     read its result columns, all taken from SQLAlchemy's own compiler and column types."""
@@ -197,8 +222,16 @@ class _Compiled:
     def __init__(self, statement: sa.Executable, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, cast(sa.ClauseElement, statement).compile(dialect=dialect))
         self.sql = compiled.string
+        # Each parameter: its name, how to convert it, and whether it is a literal that the
+        # statement itself holds (`task_count + 1`) rather than one the caller must give.
         self.binds = tuple(
-            (name, compiled.binds[name].type.bind_processor(dialect))
+            (
+                name,
+                compiled.binds[name].type.bind_processor(dialect),
+                _REQUIRED
+                if compiled.binds[name].required
+                else compiled.binds[name].effective_value,
+            )
             for name in compiled.positiontup or ()
         )
         self.columns = tuple(
@@ -212,34 +245,57 @@ def _compiled(statement: sa.Executable, dialect: Dialect) -> _Compiled:
     return _Compiled(statement, dialect)
 
 
+async def _driver(connection: AsyncConnection) -> Any | None:
+    """The asyncpg connection under `connection`, when statements may go to it directly:
+    outside a transaction (AUTOCOMMIT), or inside one SQLAlchemy has already begun. Otherwise
+    (SQLite, or a transaction's first statement, which begins it) None."""
+    if connection.dialect.name != "postgresql":
+        return None
+    # The driver's connection under a pooled connection never changes: remember it there.
+    raw = connection.info.get(_DRIVER)
+    if raw is None:
+        raw = connection.info[_DRIVER] = (await connection.get_raw_connection()).driver_connection
+    sync = connection.sync_connection
+    autocommit = sync is not None and (
+        sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    )
+    return raw if autocommit or (raw is not None and raw.is_in_transaction()) else None
+
+
+async def _on_driver(
+    driver: Any,
+    connection: AsyncConnection,
+    compiled: _Compiled,
+    params: Mapping[str, Any],
+    how: str,
+) -> Any:
+    arguments = []
+    for name, process, literal in compiled.binds:
+        value = params[name] if literal is _REQUIRED else params.get(name, literal)
+        arguments.append(process(value) if process else value)
+    try:
+        return await getattr(driver, how)(compiled.sql, *arguments)
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        await connection.invalidate(exc)  # the pool must not hand this connection out again
+        raise sa_exc.OperationalError(compiled.sql, None, exc) from exc
+
+
 async def fetch_all(
     connection: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """The rows of a statement built once at import time (bind parameters for every value).
 
-    On PostgreSQL outside a transaction it runs as asyncpg's own prepared statement, compiled
-    once: SQLAlchemy's per-execution work (execution context, cursor adaptation, result
-    objects, greenlet switches) costs more than the query's round trip, on every request.
-    Elsewhere it runs through SQLAlchemy as usual.
+    On PostgreSQL it runs, where it may (see `_driver`), as asyncpg's own prepared statement,
+    compiled once with SQLAlchemy's compiler and read with its column types: SQLAlchemy's
+    per-execution work (execution context, cursor adaptation, result objects, greenlet
+    switches) costs more than the query's round trip. Elsewhere it runs through SQLAlchemy.
     """
-    sync = connection.sync_connection
-    autocommit = sync is not None and (
-        sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-    )
-    if connection.dialect.name != "postgresql" or not autocommit:
+    driver = await _driver(connection)
+    if driver is None:
         result = await connection.execute(statement, params)
         return [dict(row._mapping) for row in result]
     compiled = _compiled(statement, connection.dialect)
-    arguments = [
-        process(params[name]) if process else params[name] for name, process in compiled.binds
-    ]
-    raw = (await connection.get_raw_connection()).driver_connection
-    assert raw is not None
-    try:
-        records = await raw.fetch(compiled.sql, *arguments)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        await connection.invalidate(exc)  # the pool must not hand this connection out again
-        raise sa_exc.OperationalError(compiled.sql, None, exc) from exc
+    records = await _on_driver(driver, connection, compiled, params, "fetch")
     columns = compiled.columns
     return [
         {
@@ -248,6 +304,21 @@ async def fetch_all(
         }
         for record in records
     ]
+
+
+async def execute(
+    connection: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> int:
+    """Run a statement built once at import time for its effect; the number of rows it touched.
+    The same paths as `fetch_all`."""
+    driver = await _driver(connection)
+    if driver is None:
+        return (await connection.execute(statement, params)).rowcount
+    status: str = await _on_driver(
+        driver, connection, _compiled(statement, connection.dialect), params, "execute"
+    )
+    # asyncpg answers the command tag: "UPDATE 1", "DELETE 0", "INSERT 0 1".
+    return int(status.rsplit(" ", 1)[-1])
 
 
 class casefold_contains(FunctionElement[bool]):  # noqa: N801 (SQL function naming)

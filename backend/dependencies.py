@@ -1,17 +1,22 @@
 """The dependencies routes declare, as `Annotated` aliases that read like types.
 
-- `SessionDep`: the request's unit of work, opened by the route class (`backend/routing.py`).
+- `SessionDep`, `ConnectionDep`: the request's unit of work (an ORM session, or a Core
+  connection for the task routes), opened by the route class (`backend/routing.py`).
 - `CurrentUser`: the account behind a valid bearer token (401 otherwise).
 - `OwnerId`: the `{user_id}` path segment, once it is known to be the caller's own (403 otherwise).
 - `SignupLimit`, `LoginLimit`, `TaskWriteLimit`: route dependencies that count the request
   against its rate limit (per client IP, or per user for task writes) and answer 429 beyond it.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.tokens import Principal
@@ -45,6 +50,16 @@ async def request_session(request: Request) -> AsyncSession:
 SessionDep = Annotated[AsyncSession, Depends(request_session)]
 
 
+async def request_connection(request: Request) -> AsyncConnection:
+    connection: AsyncConnection | None = request.scope["state"].get("connection")
+    if connection is None:
+        raise RuntimeError("this route does not open a unit of work (see backend/routing.py)")
+    return connection
+
+
+ConnectionDep = Annotated[AsyncConnection, Depends(request_connection)]
+
+
 async def authenticate(request: Request) -> Principal:
     """Verify the request's bearer token, once per request."""
     state = request.scope["state"]
@@ -59,14 +74,18 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-async def current_account(request: Request, *, session: AsyncSession | None = None) -> Account:
+async def current_account(
+    request: Request, *, connection: AsyncConnection | None = None
+) -> Account:
     """The account of the request's bearer token (401 if none), looked up once per request, on
-    the request's unit of work `session` if given."""
+    the request's unit of work `connection` if given."""
     state = request.scope["state"]
     account: Account | None = state.get("account")
     if account is None:
         principal = await authenticate(request)
-        account = await users.account_for_token(runtime_of(request).db, principal, session=session)
+        account = await users.account_for_token(
+            runtime_of(request).db, principal, connection=connection
+        )
         state["account"] = account
         state["user_id"] = account.id  # for the access log
     return account
@@ -128,6 +147,23 @@ async def limit_logins(request: Request) -> None:
 async def limit_task_writes(request: Request, owner: OwnerId) -> None:
     limiter = runtime_of(request).limiter
     await _enforce(request, limiter.task_write, "task-write", owner, what="task changes")
+
+
+def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
+    """A dependency that validates the query string with `model` (unknown parameters refused
+    when the model forbids extra fields). FastAPI's own `Query()` models re-inspect their
+    field annotations on every request; this costs a single pydantic validation. Document the
+    parameters with `openapi.query_parameters(model)`."""
+
+    async def parse(request: Request) -> Model:
+        try:
+            return model.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
+            ) from exc
+
+    return parse
 
 
 SignupLimit = Depends(limit_signups)

@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.models import Example
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from backend.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -274,7 +275,9 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
                 }
     components = document.setdefault("components", {})
     components["headers"] = HEADERS
-    schemas = components.get("schemas", {})
+    schemas = components.setdefault("schemas", {})
+    for name, schema in _QUERY_SCHEMAS.items():
+        schemas.setdefault(name, schema)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     if "Problem" in schemas:
@@ -292,6 +295,26 @@ PROBLEM_CODE_DESCRIPTION = (
     + ", ".join(f"`{code}`" for code in (*_ERRORS, *_OTHER_CODES))
     + ". New codes may be added; existing ones never change meaning."
 )
+
+
+# Component schemas that query-string models documented by `query_parameters` refer to.
+_QUERY_SCHEMAS: dict[str, Any] = {}
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The `parameters` of a query-string model that a dependency validates itself (see
+    `dependencies.query_model`), documented as FastAPI documents a `Query()` model."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _QUERY_SCHEMAS.update(schema.get("$defs", {}))
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, property_schema in schema["properties"].items():
+        parameter = {"name": name, "in": "query", "required": name in required}
+        parameter["schema"] = property_schema
+        if "description" in property_schema:
+            parameter["description"] = property_schema["description"]
+        parameters.append(parameter)
+    return parameters
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -4,10 +4,15 @@
   for writing methods), hands it to the handler through `SessionDep`, and commits it when the
   handler has returned, before the response is sent, so a 201 means "stored"; an error rolls
   it back. A session costs nothing until its first statement.
-- `OwnerScopedRoute`, for the routes under /api/{user_id}/, first checks the bearer token, its
-  account (on the request's own connection) and the path's owner. FastAPI decodes a JSON body
-  before it solves dependencies, so without this a request with no token and a malformed body
-  would get 400 instead of 401; the contract's order is 401, then 403, then 400, then 404.
+- `OwnerScopedRoute`, for the routes under /api/{user_id}/, does the same with a Core
+  connection (`ConnectionDep`: the task service builds every statement on the tables and needs
+  no ORM session), and first checks the bearer token, its account (on that connection) and the
+  path's owner. FastAPI decodes a JSON body before it solves dependencies, so without this a
+  request with no token and a malformed body would get 400 instead of 401; the contract's order
+  is 401, then 403, then 400, then 404.
+
+`@single_statement` marks a writing route whose work is one statement: its unit of work needs
+no transaction.
 """
 
 from collections.abc import Callable, Coroutine
@@ -15,10 +20,15 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import READ_ONLY_METHODS
-from backend.dependencies import BEARER_SCHEME, check_owner, current_account, runtime_of
+from backend.dependencies import (
+    BEARER_SCHEME,
+    authenticate,
+    check_owner,
+    current_account,
+    runtime_of,
+)
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -31,6 +41,8 @@ def single_statement[Endpoint: Callable[..., Any]](endpoint: Endpoint) -> Endpoi
 
 
 class UnitOfWorkRoute(APIRoute):
+    """A route whose unit of work is an ORM session (`SessionDep`)."""
+
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
         single = getattr(self.endpoint, "__single_statement__", False)
@@ -40,22 +52,34 @@ class UnitOfWorkRoute(APIRoute):
             database = runtime_of(request).db
             async with database.session(write=write, single_statement=single) as session:
                 request.scope["state"]["session"] = session
-                await self.before_handler(request, session)
                 return await handler(request)
 
         return in_unit_of_work
 
-    async def before_handler(self, request: Request, session: AsyncSession) -> None:
-        """What a route class checks before the handler (and FastAPI's body parsing) runs."""
 
+class OwnerScopedRoute(APIRoute):
+    """A route under /api/{user_id}/, whose unit of work is a Core connection
+    (`ConnectionDep`): the token, its account (on that connection) and the path's owner are
+    checked before the handler runs."""
 
-class OwnerScopedRoute(UnitOfWorkRoute):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The token is checked here rather than by a FastAPI security dependency (one fewer
         # dependency on every request), so the route says in the document that it needs it.
         self.openapi_extra = {"security": [{BEARER_SCHEME: []}], **(self.openapi_extra or {})}
 
-    async def before_handler(self, request: Request, session: AsyncSession) -> None:
-        account = await current_account(request, session=session)
-        check_owner(request.path_params["user_id"], account)
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+        single = getattr(self.endpoint, "__single_statement__", False)
+
+        async def owner_checked(request: Request) -> Response:
+            await authenticate(request)  # 401 for a missing or bad token, before any database
+            write = request.method not in READ_ONLY_METHODS
+            database = runtime_of(request).db
+            async with database.connection(write=write, single_statement=single) as connection:
+                request.scope["state"]["connection"] = connection
+                account = await current_account(request, connection=connection)
+                check_owner(request.path_params["user_id"], account)
+                return await handler(request)
+
+        return owner_checked

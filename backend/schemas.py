@@ -39,13 +39,21 @@ Timestamp = Annotated[
 ]
 
 
+# What JSON Schema's (ECMAScript's) `\s` matches, which the documented patterns use. Python's
+# str.strip() would also remove \x1c-\x1f and \x85, which those patterns call visible.
+WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 def _strip(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+    return value.strip(WHITESPACE) if isinstance(value, str) else value
 
 
 def _blank_to_none(value: Any) -> Any:
     if isinstance(value, str):
-        value = value.strip()
+        value = value.strip(WHITESPACE)
         return value or None
     return value
 

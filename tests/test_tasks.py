@@ -470,3 +470,19 @@ async def test_a_new_user_sees_an_empty_list(client: httpx.AsyncClient) -> None:
     user = await sign_up(client)
     page = (await client.get(user.tasks_url, headers=user.headers)).json()
     assert page == {"items": [], "total": 0, "limit": 20, "offset": 0}
+
+
+@pytest.mark.parametrize(
+    ("title", "accepted"),
+    [("\x1d", True), ("\x85x", True), ("\u3000", False), ("\ufeff \t", False), ("\u2028", False)],
+)
+async def test_titles_are_trimmed_as_the_documented_pattern_reads_them(
+    client: httpx.AsyncClient, user: SignedUp, title: str, accepted: bool
+) -> None:
+    """JSON Schema's `\\s` (ECMAScript's) decides what counts as blank, not Python's isspace."""
+    response = await client.post(user.tasks_url, json={"title": title}, headers=user.headers)
+    if accepted:
+        assert response.status_code == 201
+        assert response.json()["title"] == title
+    else:
+        assert_problem(response, 400, "validation_error")

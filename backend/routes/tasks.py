@@ -3,9 +3,9 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
-from backend.dependencies import OwnerId, SessionDep, TaskWriteLimit, runtime_of
+from backend.dependencies import ConnectionDep, OwnerId, TaskWriteLimit, query_model, runtime_of
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -15,6 +15,7 @@ from backend.openapi import (
     body_examples,
     link,
     problem_responses,
+    query_parameters,
     success_response,
 )
 from backend.responses import json_response
@@ -103,11 +104,15 @@ CompleteBody = Annotated[
 ]
 
 
+_list_query = query_model(TaskListQuery)
+
+
 @router.get(
     "",
     response_model=TaskPage,
     summary="List tasks",
     operation_id="listTasks",
+    openapi_extra={"parameters": query_parameters(TaskListQuery)},
     responses={
         **success_response(
             200, description="One page of the caller's tasks.", example=TASK_PAGE_EXAMPLE
@@ -123,7 +128,7 @@ CompleteBody = Annotated[
     },
 )
 async def list_tasks(
-    owner: OwnerId, session: SessionDep, query: Annotated[TaskListQuery, Query()]
+    owner: OwnerId, db: ConnectionDep, query: Annotated[TaskListQuery, Depends(_list_query)]
 ) -> Response:
     """The caller's tasks, filtered, sorted and paged.
 
@@ -131,7 +136,7 @@ async def list_tasks(
     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
     date come last in either direction.
     """
-    return json_response(await tasks.list_tasks(session, owner, query))
+    return json_response(await tasks.list_tasks(db, owner, query))
 
 
 @router.post(
@@ -162,11 +167,11 @@ async def list_tasks(
     },
 )
 async def create_task(
-    owner: OwnerId, session: SessionDep, body: TaskCreateBody, request: Request
+    owner: OwnerId, db: ConnectionDep, body: TaskCreateBody, request: Request
 ) -> Response:
     """Create a task. The answer's `Location` header is the new task's URL."""
     settings = runtime_of(request).settings
-    task = await tasks.create_task(session, owner, body, max_tasks=settings.max_tasks_per_user)
+    task = await tasks.create_task(db, owner, body, max_tasks=settings.max_tasks_per_user)
     location = f"/api/{owner}/tasks/{task.id}"
     return json_response(task, status_code=201, headers={"Location": location})
 
@@ -181,9 +186,9 @@ async def create_task(
         **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
-async def get_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Response:
+async def get_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Response:
     """One task. A task that does not exist and another user's task are both 404."""
-    return json_response(await tasks.get_task(session, owner, task_id))
+    return json_response(await tasks.get_task(db, owner, task_id))
 
 
 @router.put(
@@ -210,14 +215,14 @@ async def get_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Resp
     },
 )
 async def replace_task(
-    owner: OwnerId, session: SessionDep, task_id: TaskId, body: TaskReplaceBody
+    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: TaskReplaceBody
 ) -> Response:
     """Replace every writable field; fields left out are reset to their defaults.
 
     Idempotent: repeating a PUT gives the same task, and a PUT that changes nothing leaves
     `updated_at` as it was. `completed_at` is kept by the server.
     """
-    return json_response(await tasks.replace_task(session, owner, task_id, body))
+    return json_response(await tasks.replace_task(db, owner, task_id, body))
 
 
 @router.delete(
@@ -241,10 +246,10 @@ async def replace_task(
         ),
     },
 )
-async def delete_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> Response:
+async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Response:
     """Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
     whether another user has a task with this id."""
-    await tasks.delete_task(session, owner, task_id)
+    await tasks.delete_task(db, owner, task_id)
     return Response(status_code=204)
 
 
@@ -278,9 +283,9 @@ async def delete_task(owner: OwnerId, session: SessionDep, task_id: TaskId) -> R
 )
 @single_statement  # one UPDATE ... RETURNING: atomic without a transaction around it
 async def complete_task(
-    owner: OwnerId, session: SessionDep, task_id: TaskId, body: CompleteBody = None
+    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: CompleteBody = None
 ) -> Response:
     """Without a body, toggle the task's state; with `{"completed": true|false}`, set it
     (idempotent). `{}` is a 400. `completed_at` follows the state."""
     completed = None if body is None else body.completed
-    return json_response(await tasks.set_completed(session, owner, task_id, completed))
+    return json_response(await tasks.set_completed(db, owner, task_id, completed))

@@ -17,13 +17,12 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, func, insert, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.db import casefold_contains, fetch_all, like_pattern
+from backend.db import casefold_contains, execute, fetch_all, like_pattern
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
 from backend.schemas import TaskListQuery, TaskPage, TaskRead, TaskSort, TaskStatus, TaskWrite
@@ -50,18 +49,17 @@ _BY_ID = _t.id == sa.bindparam("task_id")
 
 
 async def _execute(
-    session: AsyncSession, statement: Executable, owner_id: str, **params: Any
-) -> CursorResult[Any]:
-    """Run a statement whose row count matters."""
-    connection = await session.connection()
-    return await connection.execute(statement, {"owner_id": owner_id, **params})
+    connection: AsyncConnection, statement: Executable, owner_id: str, **params: Any
+) -> int:
+    """Run a statement for its effect; the number of rows it touched."""
+    return await execute(connection, statement, {"owner_id": owner_id, **params})
 
 
 async def _rows(
-    session: AsyncSession, statement: Executable, owner_id: str, **params: Any
+    connection: AsyncConnection, statement: Executable, owner_id: str, **params: Any
 ) -> list[dict[str, Any]]:
     """Run a statement for its rows."""
-    return await fetch_all(await session.connection(), statement, {"owner_id": owner_id, **params})
+    return await fetch_all(connection, statement, {"owner_id": owner_id, **params})
 
 
 def _read(row: dict[str, Any]) -> TaskRead:
@@ -119,7 +117,7 @@ def _order_by(sort: TaskSort) -> list[Any]:
     return [key, tie]
 
 
-async def list_tasks(session: AsyncSession, owner_id: str, query: TaskListQuery) -> TaskPage:
+async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskListQuery) -> TaskPage:
     count, page = _list_statements(
         query.status,
         query.q is not None,
@@ -134,11 +132,11 @@ async def list_tasks(session: AsyncSession, owner_id: str, query: TaskListQuery)
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
-    total: int = (await _rows(session, count, owner_id, **params))[0]["total"]
+    total: int = (await _rows(connection, count, owner_id, **params))[0]["total"]
     rows: list[dict[str, Any]] = []
     if query.offset < total:
         rows = await _rows(
-            session, page, owner_id, limit=query.limit, offset=query.offset, **params
+            connection, page, owner_id, limit=query.limit, offset=query.offset, **params
         )
     return TaskPage.model_validate(
         {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
@@ -151,15 +149,15 @@ _GET = select(*_COLUMNS).where(_owned(_BY_ID))
 _GET_FOR_UPDATE = _GET.with_for_update()
 
 
-async def _find(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
-    rows = await _rows(session, _GET, owner_id, task_id=task_id)
+async def _find(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
+    rows = await _rows(connection, _GET, owner_id, task_id=task_id)
     if not rows:
         raise NotFound("No task with this id.")
     return rows[0]
 
 
-async def get_task(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> TaskRead:
-    return _read(await _find(session, owner_id, task_id))
+async def get_task(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> TaskRead:
+    return _read(await _find(connection, owner_id, task_id))
 
 
 # Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
@@ -172,10 +170,10 @@ _INSERT = insert(TASKS)
 
 
 async def create_task(
-    session: AsyncSession, owner_id: str, data: TaskWrite, *, max_tasks: int
+    connection: AsyncConnection, owner_id: str, data: TaskWrite, *, max_tasks: int
 ) -> TaskRead:
-    counted = await _execute(session, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
-    if counted.rowcount == 0:
+    counted = await _execute(connection, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
+    if counted == 0:
         raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
     now = utcnow()
     values = {
@@ -186,7 +184,7 @@ async def create_task(
         "created_at": now,
         "updated_at": now,
     }
-    await (await session.connection()).execute(_INSERT, values)
+    await execute(connection, _INSERT, values)
     return TaskRead.model_validate(values)
 
 
@@ -206,9 +204,9 @@ _REPLACE = (
 
 
 async def replace_task(
-    session: AsyncSession, owner_id: str, task_id: uuid.UUID, data: TaskWrite
+    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, data: TaskWrite
 ) -> TaskRead:
-    found = await _rows(session, _GET_FOR_UPDATE, owner_id, task_id=task_id)
+    found = await _rows(connection, _GET_FOR_UPDATE, owner_id, task_id=task_id)
     if not found:
         raise NotFound("No task with this id.")
     current = found[0]
@@ -223,7 +221,7 @@ async def replace_task(
     else:
         completed_at = now
     (row,) = await _rows(
-        session,
+        connection,
         _REPLACE,
         owner_id,
         task_id=task_id,
@@ -242,11 +240,11 @@ _COUNT_FEWER = (
 )
 
 
-async def delete_task(session: AsyncSession, owner_id: str, task_id: uuid.UUID) -> None:
+async def delete_task(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> None:
     """Delete the task if the owner has it; deleting a missing task is not an error."""
-    deleted = await _execute(session, _DELETE, owner_id, task_id=task_id)
-    if deleted.rowcount:
-        await _execute(session, _COUNT_FEWER, owner_id, deleted=deleted.rowcount)
+    deleted = await _execute(connection, _DELETE, owner_id, task_id=task_id)
+    if deleted:
+        await _execute(connection, _COUNT_FEWER, owner_id, deleted=deleted)
 
 
 _TOGGLE = (
@@ -273,15 +271,15 @@ _SET_COMPLETED = (
 
 
 async def set_completed(
-    session: AsyncSession, owner_id: str, task_id: uuid.UUID, completed: bool | None
+    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, completed: bool | None
 ) -> TaskRead:
     """Toggle (`completed` None) or set the completed state, atomically."""
     now = utcnow()
     if completed is None:
-        rows = await _rows(session, _TOGGLE, owner_id, task_id=task_id, now=now)
+        rows = await _rows(connection, _TOGGLE, owner_id, task_id=task_id, now=now)
     else:
         rows = await _rows(
-            session,
+            connection,
             _SET_COMPLETED,
             owner_id,
             task_id=task_id,
@@ -289,4 +287,4 @@ async def set_completed(
             new_completed_at=now if completed else None,
             now=now,
         )
-    return _read(rows[0] if rows else await _find(session, owner_id, task_id))
+    return _read(rows[0] if rows else await _find(connection, owner_id, task_id))

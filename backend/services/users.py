@@ -4,6 +4,7 @@ No HTTP here: functions take a session and plain values, raise domain errors, an
 (the request's unit of work does).
 """
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,12 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import select, update
+from sqlmodel import insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher, is_common_password
 from backend.auth.tokens import Principal
-from backend.db import WRITES_IN_TRANSACTION, Database, fetch_all
+from backend.db import Database, fetch_all
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
 from backend.models import USERS, AuthProvider, User, utcnow
 from backend.ratelimit import LoginLockout
@@ -172,25 +173,25 @@ def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
 
 
 async def account_for_token(
-    db: Database, principal: Principal, *, session: AsyncSession | None = None
+    db: Database, principal: Principal, *, connection: AsyncConnection | None = None
 ) -> Account:
     """The account behind a verified token; a Better Auth user is provisioned on first sight.
 
-    The lookup runs on the request's unit of work `session` when given (one connection for the
-    whole request), else on a connection of its own. A new user is written in `session` when
-    that is a write transaction, else in a unit of work of its own (a read's transaction must
-    not become a write one: SQLite could refuse the upgrade).
+    The lookup runs on the request's unit of work `connection` when given (one connection for
+    the whole request), else on a connection of its own. A new user is written in
+    `connection` when that is a write transaction, else in a unit of work of its own (a read's
+    transaction must not become a write one: SQLite could refuse the upgrade).
     """
-    if session is None:
-        async with db.reading() as connection:
-            account = await find_account(connection, principal)
+    if connection is None:
+        async with db.reading() as own:
+            account = await find_account(own, principal)
     else:
-        account = await find_account(await session.connection(), principal)
+        account = await find_account(connection, principal)
     if needs_provisioning(account, principal):
-        if session is not None and session.info.get(WRITES_IN_TRANSACTION):
-            account = await provision_better_auth_user(session, principal)
+        if connection is not None and db.in_write_transaction(connection):
+            account = await provision_better_auth_user(connection, principal)
         else:
-            async with db.session(write=True) as own:
+            async with db.connection(write=True) as own:
                 account = await provision_better_auth_user(own, principal)
     if account is None:
         raise InvalidToken("The user of this access token no longer exists.")
@@ -204,24 +205,39 @@ def needs_provisioning(account: Account | None, principal: Principal) -> bool:
     return account is None or (account.email, account.name) != _better_auth_profile(principal)
 
 
-async def provision_better_auth_user(session: AsyncSession, principal: Principal) -> Account:
+async def provision_better_auth_user(connection: AsyncConnection, principal: Principal) -> Account:
     """Create or update the local row of a Better Auth user from the token's claims, so that
-    tasks have their owner row. Safe against concurrent first requests of the same user."""
+    tasks have their owner row, in the write transaction of `connection`. Safe against
+    concurrent first requests of the same user."""
     email, name = _better_auth_profile(principal)
-    result = await session.exec(select(User).where(User.id == principal.subject))
-    user = result.first()
-    if user is None:
-        user = User(id=principal.subject, provider=AuthProvider.better_auth, email=email, name=name)
+    params = {"subject": principal.subject}
+    rows = await fetch_all(connection, _ACCOUNT_BY_ID, params)
+    if not rows:
+        now = utcnow()
         try:
-            async with session.begin_nested():
-                session.add(user)
+            async with connection.begin_nested():
+                await connection.execute(
+                    insert(USERS).values(
+                        id=principal.subject,
+                        provider=AuthProvider.better_auth,
+                        email=email,
+                        name=name,
+                        task_count=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
         except sa_exc.IntegrityError:  # another request provisioned this user first
-            result = await session.exec(select(User).where(User.id == principal.subject))
-            user = result.one()
-    if user.provider != AuthProvider.better_auth:
+            pass
+        rows = await fetch_all(connection, _ACCOUNT_BY_ID, params)
+    account = Account(**rows[0])
+    if account.provider != AuthProvider.better_auth:
         raise InvalidToken("The access token's subject belongs to another identity provider.")
-    if (user.email, user.name) != (email, name):
-        user.email, user.name, user.updated_at = email, name, utcnow()
-        session.add(user)
-        await session.flush()
-    return account_of(user)
+    if (account.email, account.name) != (email, name):
+        await connection.execute(
+            update(USERS)
+            .where(USERS.c.id == account.id)
+            .values(email=email, name=name, updated_at=utcnow())
+        )
+        account = dataclasses.replace(account, email=email, name=name)
+    return account

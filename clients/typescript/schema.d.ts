@@ -616,16 +616,6 @@ export interface components {
              */
             due_date?: string | null;
         };
-        /**
-         * TaskSort
-         * @enum {string}
-         */
-        TaskSort: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "title" | "-title" | "due_date" | "-due_date" | "priority" | "-priority";
-        /**
-         * TaskStatus
-         * @enum {string}
-         */
-        TaskStatus: "all" | "pending" | "completed";
         /** UserRead */
         UserRead: {
             /**
@@ -649,6 +639,16 @@ export interface components {
              */
             created_at: string;
         };
+        /**
+         * TaskSort
+         * @enum {string}
+         */
+        TaskSort: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "title" | "-title" | "due_date" | "-due_date" | "priority" | "-priority";
+        /**
+         * TaskStatus
+         * @enum {string}
+         */
+        TaskStatus: "all" | "pending" | "completed";
     };
     responses: never;
     parameters: never;
