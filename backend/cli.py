@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def _serve(args: argparse.Namespace) -> None:
     configure_logging(settings)
     if settings.is_sqlite or args.migrate:
         upgrade_to_head(settings.database_url)
+    if settings.is_sqlite and args.workers > 1:
+        logging.getLogger("backend.cli").warning(
+            "SQLite serialises writes: %d workers take turns on one write lock, with long waits "
+            "under load; one worker (or PostgreSQL) serves writes better",
+            args.workers,
+        )
     uvicorn.run(
         "backend.cli:served_app",
         factory=True,
