@@ -6,6 +6,9 @@ failing with "database is locked" when a read lock cannot be upgraded: in turn w
 (`_SQLiteWriters`), on the busy timeout between processes.
 PostgreSQL runs through asyncpg with a pool that pings before use and gives up quickly, so an
 outage turns into fast 503s and the pool heals by itself when the server is back.
+Core units of work (the task routes, the token's user) wait for a pooled connection in arrival
+order (`_Turns`): SQLAlchemy's pool lets a newcomer take a connection ahead of those already
+waiting, which makes the slowest requests under load several times slower than the rest.
 """
 
 import asyncio
@@ -156,6 +159,37 @@ def _ping_idle_connections(engine: AsyncEngine, *, idle_seconds: float) -> None:
     event.listen(engine.sync_engine, "checkout", checked_out)
 
 
+class _Turns:
+    """Connections of the pool handed out strictly in arrival order.
+
+    As many turns as the pool has connections, so a Core unit of work waits in the pool itself
+    only while ORM sessions hold connections; one that finds every turn taken queues here,
+    first come first served (asyncio's semaphore is fair), and gives up after the pool timeout
+    with the pool's own error, which the app answers with 503.
+    """
+
+    def __init__(self, capacity: int, timeout_seconds: float) -> None:
+        self._free = asyncio.Semaphore(capacity)
+        self._timeout_seconds = timeout_seconds
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._free.locked():
+            try:
+                async with asyncio.timeout(self._timeout_seconds):
+                    await self._free.acquire()
+            except TimeoutError:
+                raise sa_exc.TimeoutError(
+                    f"no database connection came free within {self._timeout_seconds:g} s"
+                ) from None
+        else:
+            await self._free.acquire()  # free: returns at once
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
 class Database:
     """The process's engine and the only place that opens, commits and rolls back units of work:
     ORM sessions (`session`) for the services that need one, Core connections (`connection`)
@@ -164,6 +198,9 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = build_engine(settings)
         self.is_sqlite = settings.is_sqlite
+        self._turns = _Turns(
+            settings.db_pool_size + settings.db_max_overflow, settings.db_pool_timeout_seconds
+        )
         # PostgreSQL reads run without BEGIN/COMMIT: under READ COMMITTED every statement takes
         # its own snapshot anyway, so a read-only transaction buys nothing but two round trips.
         self._reader_engine = self.engine.execution_options(
@@ -196,12 +233,13 @@ class Database:
     ) -> AsyncIterator[AsyncConnection]:
         """The unit of work of `session`, on a Core connection: committed when the block ends
         normally, rolled back otherwise. The same transaction rules apply."""
-        if self._writes_in_transaction(write, single_statement):
-            async with self._writer_engine.begin() as connection:
-                yield connection
-        else:
-            async with self._reader_engine.connect() as connection:
-                yield connection
+        async with self._turns.turn():
+            if self._writes_in_transaction(write, single_statement):
+                async with self._writer_engine.begin() as connection:
+                    yield connection
+            else:
+                async with self._reader_engine.connect() as connection:
+                    yield connection
 
     @asynccontextmanager
     async def session(
@@ -217,6 +255,9 @@ class Database:
         """
         transactional_write = self._writes_in_transaction(write, single_statement)
         factory = self._writers if transactional_write else self._readers
+        # No turn here: a session checks a connection out only when its first statement runs
+        # (a login reads the account in a unit of its own, then hashes for tens of milliseconds
+        # before its session writes), so it waits in the pool itself, in no strict order.
         async with factory() as session:
             try:
                 yield session
@@ -232,12 +273,12 @@ class Database:
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A connection for a few reads with no ORM session around them, for the lookups that
         run on every request (the token's user)."""
-        async with self._reader_engine.connect() as connection:
+        async with self._turns.turn(), self._reader_engine.connect() as connection:
             yield connection
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
-        async with self.engine.connect() as connection:
+        async with self._turns.turn(), self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

@@ -52,9 +52,25 @@ class Decision:
 
 
 class _MemoryStorage(MemoryStorage):
-    """limits 5.8.0's in-memory storage, with one fix: its expiry sweep reads each key after
-    awaiting that key's lock, and fails with KeyError ("Task exception was never retrieved")
-    when the key was cleared meanwhile, as a successful login clears its failure count."""
+    """limits 5.8.0's in-memory storage, with two fixes to its expiry sweep, which only frees
+    memory (every read skips expired entries by itself):
+
+    - it read each key after awaiting that key's lock, and failed with KeyError ("Task exception
+      was never retrieved") when the key was cleared meanwhile, as a successful login clears its
+      failure count;
+    - it started a sweep of every key on nearly every hit (a new task each time); it now runs
+      at most once per `SWEEP_INTERVAL_SECONDS`.
+    """
+
+    SWEEP_INTERVAL_SECONDS = 1.0
+    _next_sweep = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 (the name it replaces)
+        now = time.monotonic()
+        if now < self._next_sweep or (self.timer is not None and not self.timer.done()):
+            return
+        self._next_sweep = now + self.SWEEP_INTERVAL_SECONDS
+        self.timer = asyncio.create_task(self._MemoryStorage__expire_events())
 
     async def _MemoryStorage__expire_events(self) -> None:  # noqa: N802 (the name it replaces)
         now = time.time()
@@ -69,7 +85,7 @@ class _MemoryStorage(MemoryStorage):
                         self.events.pop(key, None)
                         self.locks.pop(key, None)
             for key in list(self.expirations):
-                if self.expirations.get(key, now + 1) <= time.time():
+                if self.expirations.get(key, now + 1) <= now:
                     self.storage.pop(key, None)
                     self.expirations.pop(key, None)
                     self.locks.pop(key, None)

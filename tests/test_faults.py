@@ -121,21 +121,63 @@ async def test_postgres_outage_under_load_loses_no_acknowledged_write(
     )
 
 
+@pytest.mark.parametrize("holder", ["the pool", "a request"])
 async def test_an_exhausted_pool_answers_503_within_seconds(
-    make_settings: SettingsFactory,
+    make_settings: SettingsFactory, holder: str
 ) -> None:
+    """The only connection held by the pool's own user (the request's turn comes, the pool then
+    times out) or by a request (the request's turn never comes): 503 either way."""
     settings = make_settings(db_pool_size=1, db_max_overflow=0, db_pool_timeout_seconds=1)
     async with running_app(settings) as app, client_for(app) as client:
         user = await sign_up(client)
-        async with app.state.runtime.db.engine.connect() as held:  # the pool's only connection
+        db = app.state.runtime.db
+        async with db.engine.connect() if holder == "the pool" else db.reading() as held:
             await held.exec_driver_sql("SELECT 1")
             started = time.monotonic()
             response = await client.get(user.tasks_url, headers=user.headers)
             elapsed = time.monotonic() - started
+            ready = await client.get("/ready")
         assert_problem(response, 503, "service_unavailable")
         assert response.headers["retry-after"]
-        assert elapsed < 3, f"took {elapsed:.1f} s"
+        assert ready.status_code == 503
+        assert 0.9 < elapsed < 3, f"took {elapsed:.1f} s"
         assert (await client.get(user.tasks_url, headers=user.headers)).status_code == 200
+
+
+async def test_requests_waiting_for_a_connection_get_it_in_arrival_order(
+    make_settings: SettingsFactory,
+) -> None:
+    """SQLAlchemy's pool lets a newcomer take a returned connection ahead of the requests that
+    were already waiting; the database layer hands connections out first come, first served."""
+    settings = make_settings(db_pool_size=2, db_max_overflow=0, db_pool_timeout_seconds=10)
+    async with running_app(settings) as app:
+        db = app.state.runtime.db
+        served: list[str] = []
+
+        async def read(name: str) -> None:
+            async with db.connection(write=False) as connection:
+                served.append(name)
+                await connection.exec_driver_sql("SELECT 1")
+
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with db.reading() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        await asyncio.sleep(0.2)  # both connections are taken
+        waiting = []
+        for i in range(8):
+            waiting.append(asyncio.create_task(read(f"waiter-{i}")))
+            await asyncio.sleep(0.01)  # each one queues before the next arrives
+        release.set()
+        await asyncio.gather(*holders)
+        # Newcomers that arrive while the queue drains go behind it.
+        late = [asyncio.create_task(read(f"late-{i}")) for i in range(4)]
+        await asyncio.gather(*waiting, *late)
+        assert served == [f"waiter-{i}" for i in range(8)] + [f"late-{i}" for i in range(4)]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -261,3 +261,36 @@ async def test_memory_counters_survive_a_clear_during_their_expiry_sweep() -> No
     lock.release()
     await sweep  # limits 5.8.0's own sweep raises KeyError here
     assert await limiter.test(item, "login-failures", "a@example.com")
+
+
+async def test_memory_expiry_sweeps_run_at_most_once_an_interval_and_free_expired_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    from backend.ratelimit import _MemoryStorage
+
+    sweeps = 0
+    expire_events = _MemoryStorage._MemoryStorage__expire_events
+
+    async def counted(self: _MemoryStorage) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        await expire_events(self)
+
+    monkeypatch.setattr(_MemoryStorage, "_MemoryStorage__expire_events", counted)
+    monkeypatch.setattr(_MemoryStorage, "SWEEP_INTERVAL_SECONDS", 0.3)
+    storage = _MemoryStorage()
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    item = parse_rate("1000/second")
+    for user in range(200):
+        assert await limiter.hit(item, "task-writes", f"user-{user}")
+        await asyncio.sleep(0)
+    assert sweeps == 1  # not one per hit, as limits 5.8.0 schedules them
+    assert storage.storage  # the counters, alive for two seconds
+    await asyncio.sleep(2.1)
+    assert await limiter.hit(item, "task-writes", "user-0")  # schedules the next sweep
+    await asyncio.sleep(0.05)
+    assert sweeps == 2
+    assert set(storage.storage) <= {key for key in storage.storage if "user-0" in key}
+    assert await limiter.hit(item, "task-writes", "user-1")  # counts afresh after expiry
