@@ -9,7 +9,7 @@
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,10 +40,16 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def _unit_of_work(request: Request, kind: str) -> Any:
+    """The session or connection that the route class (backend/routing.py) opened."""
+    unit = request.scope["state"].get(kind)
+    if unit is None:
+        raise RuntimeError(f"this route opens no {kind} (see backend/routing.py)")
+    return unit
+
+
 async def request_session(request: Request) -> AsyncSession:
-    session: AsyncSession | None = request.scope["state"].get("session")
-    if session is None:
-        raise RuntimeError("this route does not open a unit of work (see backend/routing.py)")
+    session: AsyncSession = _unit_of_work(request, "session")
     return session
 
 
@@ -51,9 +57,7 @@ SessionDep = Annotated[AsyncSession, Depends(request_session)]
 
 
 async def request_connection(request: Request) -> AsyncConnection:
-    connection: AsyncConnection | None = request.scope["state"].get("connection")
-    if connection is None:
-        raise RuntimeError("this route does not open a unit of work (see backend/routing.py)")
+    connection: AsyncConnection = _unit_of_work(request, "connection")
     return connection
 
 
