@@ -11,8 +11,8 @@
   request with no token and a malformed body would get 400 instead of 401; the contract's order
   is 401, then 403, then 400, then 404.
 
-`@single_statement` marks a writing route whose work is one statement: its unit of work needs
-no transaction.
+`@single_statement` marks a writing route whose work is one statement on PostgreSQL: its unit of
+work needs no transaction there (SQLite's writes always run in a write transaction).
 """
 
 from collections.abc import Callable, Coroutine

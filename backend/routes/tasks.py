@@ -166,6 +166,7 @@ async def list_tasks(
         ),
     },
 )
+@single_statement  # on PostgreSQL, one INSERT ... SELECT from the counting UPDATE
 async def create_task(
     owner: OwnerId, db: ConnectionDep, body: TaskCreateBody, request: Request
 ) -> Response:

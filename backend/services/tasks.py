@@ -167,25 +167,43 @@ _COUNT_ONE_MORE = (
     .values(task_count=USERS.c.task_count + 1)
 )
 _INSERT = insert(TASKS)
+_NEW_TASK_COLUMNS = ("id", *_WRITABLE, "completed_at", "created_at", "updated_at")
+# The same two in one statement, where the database can: the insert takes its owner from the
+# counting UPDATE (a WITH clause), so it inserts nothing when the cap is reached. One statement
+# is atomic on its own: no BEGIN and COMMIT around it, and the owner's row is locked for the
+# statement only. PostgreSQL runs this; SQLite has no UPDATE inside WITH.
+_COUNTED = _COUNT_ONE_MORE.returning(USERS.c.id.label("owner")).cte("counted")
+_INSERT_COUNTED = insert(TASKS).from_select(
+    ["user_id", *_NEW_TASK_COLUMNS],
+    select(
+        _COUNTED.c.owner,
+        *(sa.bindparam(name, type_=_t[name].type) for name in _NEW_TASK_COLUMNS),
+    ),
+)
 
 
 async def create_task(
     connection: AsyncConnection, owner_id: str, data: TaskWrite, *, max_tasks: int
 ) -> TaskRead:
-    counted = await _execute(connection, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
-    if counted == 0:
-        raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
+    """Create a task unless the owner holds `max_tasks` already; one statement on PostgreSQL
+    (the route is `@single_statement`), two in the write transaction on SQLite."""
     now = utcnow()
     values = {
         "id": uuid.uuid4(),
-        "user_id": owner_id,
         **data.model_dump(include=set(_WRITABLE)),
         "completed_at": now if data.completed else None,
         "created_at": now,
         "updated_at": now,
     }
-    await execute(connection, _INSERT, values)
-    return TaskRead.model_validate(values)
+    if connection.dialect.name == "postgresql":
+        created = await _execute(connection, _INSERT_COUNTED, owner_id, cap=max_tasks, **values)
+    else:
+        created = await _execute(connection, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
+        if created:
+            await execute(connection, _INSERT, {"user_id": owner_id, **values})
+    if created == 0:
+        raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
+    return TaskRead.model_validate({"user_id": owner_id, **values})
 
 
 # Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
