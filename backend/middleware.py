@@ -11,8 +11,8 @@ and turns anything that escaped the error handlers into a generic problem+json 5
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
@@ -59,7 +59,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope["headers"]) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope["headers"]) or secrets.token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         token = request_id_var.set(request_id)
