@@ -385,6 +385,16 @@ async def rotate_key(server: BetterAuthServer) -> str:
     return kid
 
 
+async def withdraw_key(server: BetterAuthServer, kid: str) -> None:
+    """Remove a key from the server's key store: its JWKS stops listing it."""
+    async with _ba_client(server) as http:
+        response = await http.post("/test/withdraw-key", params={"kid": kid})
+    assert response.status_code == 200, response.text
+    async with _ba_client(server) as http:
+        published = (await http.get("/api/auth/jwks")).json()["keys"]
+    assert kid not in {key["kid"] for key in published}
+
+
 async def jwks_requests(server: BetterAuthServer) -> int:
     """How often the server has served its JWKS."""
     async with _ba_client(server) as http:
@@ -739,6 +749,32 @@ async def test_rotated_key_is_accepted_after_one_refetch(
         assert listed.json()["total"] == 2
         assert keys.fetch_count == 2
         assert await jwks_requests(server) - served_before == 2
+
+
+async def test_a_withdrawn_key_stops_the_tokens_it_signed_even_those_already_verified(
+    start_better_auth: StartServer, make_settings: SettingsFactory
+) -> None:
+    server = start_better_auth()
+    user = await better_auth_sign_up(server)
+    old_token = await user.token()
+    old_kid = jwt.get_unverified_header(old_token)["kid"]
+    async with serving(make_settings, better_auth_url=server.base_url) as (app, client):
+        clock = fake_clock(app)
+        tasks_url = f"/api/{user.id}/tasks"
+        assert (await client.get(tasks_url, headers=bearer(old_token))).status_code == 200
+        await rotate_key(server)
+        await withdraw_key(server, old_kid)
+        new_token = await user.token()
+        assert jwt.get_unverified_header(new_token)["kid"] != old_kid
+
+        # Until the keys are fetched again, the worker still knows the old key.
+        clock.advance(DEFAULT_CACHE_SECONDS - 1)
+        assert (await client.get(tasks_url, headers=bearer(old_token))).status_code == 200
+        # Once they are, the token it verified before is refused, like any token of that key.
+        clock.advance(2)
+        assert_problem(await client.get(tasks_url, headers=bearer(old_token)), 401, "invalid_token")
+        assert (await client.get(tasks_url, headers=bearer(new_token))).status_code == 200
+        assert_problem(await client.get(tasks_url, headers=bearer(old_token)), 401, "invalid_token")
 
 
 async def test_keys_rotated_by_better_auth_itself_are_picked_up(

@@ -15,7 +15,13 @@ from typing import Any
 
 import jwt
 
-from backend.auth.keys import ACCEPTED_ALGORITHMS, KeySource, KeysUnavailable, LocalKeys
+from backend.auth.keys import (
+    ACCEPTED_ALGORITHMS,
+    KeySource,
+    KeysUnavailable,
+    LocalKeys,
+    VerificationKey,
+)
 from backend.errors import InvalidToken, MissingToken, ServiceUnavailable, TokenExpired
 from backend.models import AuthProvider
 
@@ -48,13 +54,24 @@ class TrustedIssuer:
     token_type: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed: who it speaks for, and the key that vouched for it, from where."""
+
+    principal: Principal
+    keys: KeySource
+    key: VerificationKey
+
+
 class TokenVerifier:
     """Verifies bearer tokens from any trusted issuer.
 
     A signature check costs about 0.2 ms of CPU, a large share of a fast request, so tokens that
-    passed are remembered (a bounded, per-process map) until they expire. Only the cryptographic
-    verdict is cached: the caller still checks, on every request, that the token's user exists
-    and has not revoked it.
+    passed are remembered (a bounded, per-process map) until they expire, with the key that
+    verified them: a remembered token counts only while its issuer still publishes that key, so
+    a key withdrawn from Better Auth's JWKS stops every token it signed when the keys are next
+    fetched. Only the cryptographic verdict is cached: the caller still checks, on every
+    request, that the token's user exists and has not revoked it.
     """
 
     def __init__(
@@ -69,22 +86,33 @@ class TokenVerifier:
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._cache_size = cache_size
-        self._verified: dict[str, Principal] = {}
+        self._verified: dict[str, _Verified] = {}
 
     async def verify(self, token: str) -> Principal:
-        principal = self._verified.get(token)
-        if principal is not None:
-            if time.time() <= principal.expires_at + self._leeway:
-                return principal
-            del self._verified[token]  # expired: verify again, to say token_expired
-        principal = await self._verify(token)
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if await self._still_valid(remembered):
+                return remembered.principal
+            # Expired (verify again, to say token_expired) or its key is gone (invalid_token).
+            self._verified.pop(token, None)
+        verified = await self._verify(token)
         if self._cache_size:
             if len(self._verified) >= self._cache_size:
-                del self._verified[next(iter(self._verified))]  # the oldest entry
-            self._verified[token] = principal
-        return principal
+                self._verified.pop(next(iter(self._verified)), None)  # the oldest entry
+            self._verified[token] = verified
+        return verified.principal
 
-    async def _verify(self, token: str) -> Principal:
+    async def _still_valid(self, remembered: _Verified) -> bool:
+        if time.time() > remembered.principal.expires_at + self._leeway:
+            return False
+        try:
+            current = await remembered.keys.get(remembered.key.kid)
+        except KeysUnavailable:
+            return False
+        # Equal, not identical: a refetched key set holds new objects for the same keys.
+        return current == remembered.key
+
+    async def _verify(self, token: str) -> _Verified:
         if not token:
             raise MissingToken()
         if len(token) > self._max_bytes:
@@ -130,7 +158,7 @@ class TokenVerifier:
             raise TokenExpired() from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken() from exc
-        return _principal(claims, issuer)
+        return _Verified(_principal(claims, issuer), issuer.keys, key)
 
 
 def _principal(claims: dict[str, Any], issuer: TrustedIssuer) -> Principal:

@@ -26,6 +26,9 @@
 // Test-only endpoints, outside Better Auth's /api/auth:
 //   POST /test/rotate-key   adds a new signing key (what `jwks.rotationInterval` does when the
 //                           newest key expires): new tokens use it, the old key stays published.
+//   POST /test/withdraw-key?kid=KID
+//                           removes that key from the key store (what an operator does with a
+//                           compromised key): the JWKS no longer lists it.
 //   GET  /test/stats        {"jwksRequests": n}: how often the JWKS was served.
 
 import { randomBytes } from "node:crypto";
@@ -63,6 +66,7 @@ function startServer({
   let auth = null;
   let handleAuth = null;
   let jwtOptions = null;
+  const store = { user: [], session: [], account: [], verification: [], jwks: [] };
 
   const server = http.createServer(async (req, res) => {
     try {
@@ -70,6 +74,13 @@ function startServer({
       if (path === "/test/rotate-key" && req.method === "POST") {
         const key = await createJwk({ context: await auth.$context }, jwtOptions);
         return json(res, 200, { kid: key.id });
+      }
+      if (path === "/test/withdraw-key" && req.method === "POST") {
+        const kid = new URL(req.url, "http://127.0.0.1").searchParams.get("kid");
+        const index = store.jwks.findIndex((key) => key.id === kid);
+        if (index < 0) return json(res, 404, { error: `no key ${kid}` });
+        store.jwks.splice(index, 1);
+        return json(res, 200, { kid });
       }
       if (path === "/test/stats" && req.method === "GET") {
         return json(res, 200, { jwksRequests });
@@ -104,7 +115,7 @@ function startServer({
       auth = betterAuth({
         baseURL: origin,
         secret: secret ?? randomBytes(32).toString("base64url"),
-        database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
+        database: memoryAdapter(store),
         emailAndPassword: { enabled: true },
         plugins: [jwt(jwtOptions)],
         rateLimit: { enabled: false },
