@@ -41,7 +41,6 @@ from backend.errors import AppError
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BEGIN_MODE = "todo_sqlite_begin"
 _HOLDS_WRITE_LOCK = "todo_holds_sqlite_write_lock"
-_UNIT = "todo_unit_of_work"
 
 
 def casefold_sql(value: str | None) -> str | None:
@@ -204,12 +203,9 @@ class Database:
         # PostgreSQL reads run without BEGIN/COMMIT: under READ COMMITTED every statement takes
         # its own snapshot anyway, so a read-only transaction buys nothing but two round trips.
         self._reader_engine = self.engine.execution_options(
-            **({} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"}),
-            **{_UNIT: "read"},
+            **({} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
         )
-        self._writer_engine = self.engine.execution_options(
-            **{_BEGIN_MODE: "IMMEDIATE", _UNIT: "write"}
-        )
+        self._writer_engine = self.engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
         self._readers = async_sessionmaker(
             self._reader_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
         )
@@ -219,13 +215,6 @@ class Database:
 
     def _writes_in_transaction(self, write: bool, single_statement: bool) -> bool:
         return write and (self.is_sqlite or not single_statement)
-
-    @staticmethod
-    def in_write_transaction(connection: AsyncConnection) -> bool:
-        """Whether this connection belongs to a write unit of work (not a read or a single
-        statement's)."""
-        sync = connection.sync_connection
-        return sync is not None and sync.get_execution_options().get(_UNIT) == "write"
 
     @asynccontextmanager
     async def connection(

@@ -82,17 +82,28 @@ async def current_account(
     request: Request, *, connection: AsyncConnection | None = None
 ) -> Account:
     """The account of the request's bearer token (401 if none), looked up once per request, on
-    the request's unit of work `connection` if given."""
-    state = request.scope["state"]
-    account: Account | None = state.get("account")
+    the request's unit of work `connection` if given (where a Better Auth user seen for the
+    first time raises `users.FirstSight`: see `provision_account`)."""
+    account: Account | None = request.scope["state"].get("account")
     if account is None:
         principal = await authenticate(request)
         account = await users.account_for_token(
             runtime_of(request).db, principal, connection=connection
         )
-        state["account"] = account
-        state["user_id"] = account.id  # for the access log
+        _remember(request, account)
     return account
+
+
+async def provision_account(request: Request, principal: Principal) -> None:
+    """Store the Better Auth user of `users.FirstSight`, outside the request's unit of work, as
+    the request's account."""
+    _remember(request, await users.provision(runtime_of(request).db, principal))
+
+
+def _remember(request: Request, account: Account) -> None:
+    state = request.scope["state"]
+    state["account"] = account
+    state["user_id"] = account.id  # for the access log
 
 
 async def get_current_user(

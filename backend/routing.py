@@ -9,7 +9,8 @@
   no ORM session), and first checks the bearer token, its account (on that connection) and the
   path's owner. FastAPI decodes a JSON body before it solves dependencies, so without this a
   request with no token and a malformed body would get 400 instead of 401; the contract's order
-  is 401, then 403, then 400, then 404.
+  is 401, then 403, then 400, then 404. A Better Auth user seen for the first time is stored
+  before the unit of work opens again (`users.FirstSight`), never in a connection nested in it.
 
 `@single_statement` marks a writing route whose work is one statement on PostgreSQL: its unit of
 work needs no transaction there (SQLite's writes always run in a write transaction).
@@ -27,8 +28,10 @@ from backend.dependencies import (
     authenticate,
     check_owner,
     current_account,
+    provision_account,
     runtime_of,
 )
+from backend.services.users import FirstSight
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -72,8 +75,7 @@ class OwnerScopedRoute(APIRoute):
         handler = super().get_route_handler()
         single = getattr(self.endpoint, "__single_statement__", False)
 
-        async def owner_checked(request: Request) -> Response:
-            await authenticate(request)  # 401 for a missing or bad token, before any database
+        async def in_unit_of_work(request: Request) -> Response:
             write = request.method not in READ_ONLY_METHODS
             database = runtime_of(request).db
             async with database.connection(write=write, single_statement=single) as connection:
@@ -81,5 +83,15 @@ class OwnerScopedRoute(APIRoute):
                 account = await current_account(request, connection=connection)
                 check_owner(request.path_params["user_id"], account)
                 return await handler(request)
+
+        async def owner_checked(request: Request) -> Response:
+            principal = await authenticate(request)  # 401 for a bad token, before any database
+            try:
+                return await in_unit_of_work(request)
+            except FirstSight:
+                # A Better Auth user to store first: in a unit of work of its own, never one
+                # nested in the request's (the handler has not run yet).
+                await provision_account(request, principal)
+                return await in_unit_of_work(request)
 
         return owner_checked

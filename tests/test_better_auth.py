@@ -1107,6 +1107,38 @@ async def test_concurrent_first_requests_provision_one_user(
         assert len(rows) == 1
 
 
+async def test_first_sights_of_many_users_at_once_never_wait_on_their_own_connections(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    # Each first request reads on its own connection; if it stored the new user on a second one
+    # while holding the first, a crowd as large as the pool would hold every connection and
+    # wait for one more until the pool's timeout (503).
+    server = better_auth["EdDSA"]
+    users = await asyncio.gather(*(better_auth_sign_up(server) for _ in range(6)))
+    tokens = await asyncio.gather(*(user.token() for user in users))
+    async with serving(
+        make_settings,
+        better_auth_url=server.base_url,
+        db_pool_size=2,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=2,
+    ) as (_app, client):
+        responses = await asyncio.gather(
+            *(
+                client.get(f"/api/{user.id}/tasks", headers=bearer(token))
+                for user, token in zip(users, tokens, strict=True)
+            ),
+            *(
+                create_task(client, user.id, token)
+                for user, token in zip(users, tokens, strict=True)
+            ),
+        )
+        assert [r.status_code for r in responses] == [200] * 6 + [201] * 6
+        for user, token in zip(users, tokens, strict=True):
+            listed = await client.get(f"/api/{user.id}/tasks", headers=bearer(token))
+            assert listed.json()["total"] == 1
+
+
 async def test_better_auth_user_and_local_user_with_one_email_stay_apart(
     better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
 ) -> None:

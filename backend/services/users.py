@@ -172,30 +172,45 @@ def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
     return email, None if name is None else name[:_MAX_NAME_LENGTH]
 
 
+class FirstSight(Exception):
+    """A Better Auth user must be stored (new, or with a new email or name) before a request's
+    unit of work can serve it; `provision` does that in a unit of work of its own."""
+
+    def __init__(self, principal: Principal) -> None:
+        super().__init__(principal.subject)
+        self.principal = principal
+
+
 async def account_for_token(
     db: Database, principal: Principal, *, connection: AsyncConnection | None = None
 ) -> Account:
     """The account behind a verified token; a Better Auth user is provisioned on first sight.
 
     The lookup runs on the request's unit of work `connection` when given (one connection for
-    the whole request), else on a connection of its own. A new user is written in
-    `connection` when that is a write transaction, else in a unit of work of its own (a read's
-    transaction must not become a write one: SQLite could refuse the upgrade).
+    the whole request); a user that must be provisioned then raises `FirstSight`, for the caller
+    to `provision` once that unit of work has ended. Provisioning in a second connection while
+    holding the first could wait forever under load: when every pooled connection is held by a
+    request waiting for another, none comes free before the pool's timeout. Without
+    `connection`, the lookup and the provisioning each take a unit of work of their own.
     """
     if connection is None:
         async with db.reading() as own:
             account = await find_account(own, principal)
+        if needs_provisioning(account, principal):
+            account = await provision(db, principal)
     else:
         account = await find_account(connection, principal)
-    if needs_provisioning(account, principal):
-        if connection is not None and db.in_write_transaction(connection):
-            account = await provision_better_auth_user(connection, principal)
-        else:
-            async with db.connection(write=True) as own:
-                account = await provision_better_auth_user(own, principal)
+        if needs_provisioning(account, principal):
+            raise FirstSight(principal)
     if account is None:
         raise InvalidToken("The user of this access token no longer exists.")
     return account
+
+
+async def provision(db: Database, principal: Principal) -> Account:
+    """Store a Better Auth user from its token, in a write unit of work of its own."""
+    async with db.connection(write=True) as connection:
+        return await provision_better_auth_user(connection, principal)
 
 
 def needs_provisioning(account: Account | None, principal: Principal) -> bool:
