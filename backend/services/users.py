@@ -189,8 +189,8 @@ async def account_for_token(
     The lookup runs on the request's unit of work `connection` when given (one connection for
     the whole request); a user that must be provisioned then raises `FirstSight`, for the caller
     to `provision` once that unit of work has ended. Provisioning in a second connection while
-    holding the first could wait forever under load: when every pooled connection is held by a
-    request waiting for another, none comes free before the pool's timeout. Without
+    holding the first fails under load: when every pooled connection is held by a request
+    waiting for another, none comes free before the pool's timeout (503). Without
     `connection`, the lookup and the provisioning each take a unit of work of their own.
     """
     if connection is None:
