@@ -343,9 +343,43 @@ async def _on_driver(
         arguments.append(process(value) if process else value)
     try:
         return await getattr(driver, how)(compiled.sql, *arguments)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        await connection.invalidate(exc)  # the pool must not hand this connection out again
-        raise sa_exc.OperationalError(compiled.sql, None, exc) from exc
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ) as exc:
+        raise await translate_driver_error(connection, compiled.sql, exc) from exc
+
+
+# SQLSTATE classes that end the connection: 08 (connection exception), 57P (the server shuts
+# down: an administrator's or a crash's `terminating connection`, or it is starting up).
+_CONNECTION_ENDING_SQLSTATES = ("08", "57P")
+_CONNECTION_ENDING_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
+async def translate_driver_error(
+    connection: AsyncConnection, sql: str, exc: Exception
+) -> sa_exc.DBAPIError:
+    """asyncpg's error as SQLAlchemy would raise it, so that the error handlers treat both paths
+    alike (an outage is 503, a bug 500). A connection the error leaves unusable is invalidated,
+    so that the pool never hands it out again: one the server ended, and one whose protocol
+    state asyncpg no longer trusts (`InternalClientError`, seen when the server shut down in
+    the middle of a statement, before the socket closed)."""
+    sqlstate = str(getattr(exc, "sqlstate", None) or "")
+    if isinstance(exc, _CONNECTION_ENDING_ERRORS) or sqlstate.startswith(
+        _CONNECTION_ENDING_SQLSTATES
+    ):
+        await connection.invalidate(exc)
+        return sa_exc.OperationalError(sql, None, exc, connection_invalidated=True)
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return sa_exc.IntegrityError(sql, None, exc)
+    return sa_exc.DBAPIError(sql, None, exc)
 
 
 async def fetch_all(

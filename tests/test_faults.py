@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import exc as sa_exc
 
 from backend.config import Settings
+from backend.db import translate_driver_error
+from backend.errors import is_outage
 from backend.logs import JsonFormatter
 from tests.conftest import (
     SettingsFactory,
@@ -68,8 +72,6 @@ async def _write_load(
 async def test_postgres_outage_under_load_loses_no_acknowledged_write(
     postgres_database: str, tmp_path: Path
 ) -> None:
-    import asyncpg
-
     env = {
         "DATABASE_URL": postgres_database,
         "DB_POOL_TIMEOUT_SECONDS": "2",
@@ -178,6 +180,80 @@ async def test_requests_waiting_for_a_connection_get_it_in_arrival_order(
         late = [asyncio.create_task(read(f"late-{i}")) for i in range(4)]
         await asyncio.gather(*waiting, *late)
         assert served == [f"waiter-{i}" for i in range(8)] + [f"late-{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("route", ["list", "create", "toggle"])
+async def test_a_connection_ended_by_the_server_mid_statement_is_503_and_the_pool_heals(
+    make_settings: SettingsFactory, database_url: str, route: str
+) -> None:
+    """The server ends a connection while a statement runs on it (what a shutdown or an
+    administrator does): that request gets 503, not 500, and the next one a sound connection."""
+    async with running_app(make_settings()) as app, client_for(app) as client:
+        user = await sign_up(client)
+        task = (await client.post(user.tasks_url, json={"title": "t"}, headers=user.headers)).json()
+
+        def call() -> Any:
+            if route == "list":
+                return client.get(user.tasks_url, headers=user.headers)
+            if route == "create":
+                return client.post(user.tasks_url, json={"title": "u"}, headers=user.headers)
+            return client.patch(f"{user.tasks_url}/{task['id']}/complete", headers=user.headers)
+
+        admin = await asyncpg.connect(asyncpg_dsn(database_url))
+        waiting = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'todo-api' AND wait_event_type = 'Lock'"
+        )
+        try:
+            # The request's statement on tasks waits behind this lock until its backend ends.
+            await admin.execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            request = asyncio.ensure_future(call())
+            for _ in range(200):
+                if await admin.fetch(waiting):
+                    break
+                await asyncio.sleep(0.025)
+            ended = await admin.fetch(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) w")
+            assert ended, "the request never waited for the lock"
+            response = await request
+        finally:
+            await admin.execute("ROLLBACK")
+            await admin.close()
+        assert_problem(response, 503, "service_unavailable")
+        assert (await call()).status_code in (200, 201)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.CannotConnectNowError("the database system is shutting down"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of it"), True),
+        (asyncpg.InternalClientError("cannot switch to state 12; another operation (2)"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (TimeoutError(), True),
+        (asyncpg.UniqueViolationError("duplicate key value violates unique constraint"), False),
+        (asyncpg.PostgresSyntaxError("syntax error at or near"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+async def test_errors_of_hot_statements_on_asyncpg_are_told_apart_like_sqlalchemys(
+    make_settings: SettingsFactory, error: Exception, outage: bool
+) -> None:
+    """Statements run on asyncpg directly (db.fetch_all, db.execute) report errors as SQLAlchemy
+    would: a connection the server ended, or one left in a state asyncpg no longer trusts, is
+    an outage (503) and is never handed out again; a failing query is not (500)."""
+    async with (
+        running_app(make_settings()) as app,
+        app.state.runtime.db.connection(write=False) as connection,
+    ):
+        await connection.exec_driver_sql("SELECT 1")
+        translated = await translate_driver_error(connection, "SELECT 1", error)
+        assert isinstance(translated, sa_exc.DBAPIError)
+        assert translated.orig is error
+        assert is_outage(translated) is outage
+        assert connection.invalidated is outage
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
