@@ -100,6 +100,8 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        if self.better_auth_keys is not None:
+            await self.better_auth_keys.close()
         await self.http.aclose()
         await self.limiter.close()
         await self.db.dispose()

@@ -759,7 +759,7 @@ async def test_a_withdrawn_key_stops_the_tokens_it_signed_even_those_already_ver
     old_token = await user.token()
     old_kid = jwt.get_unverified_header(old_token)["kid"]
     async with serving(make_settings, better_auth_url=server.base_url) as (app, client):
-        clock = fake_clock(app)
+        clock, keys = fake_clock(app), better_auth_keys(app)
         tasks_url = f"/api/{user.id}/tasks"
         assert (await client.get(tasks_url, headers=bearer(old_token))).status_code == 200
         await rotate_key(server)
@@ -770,8 +770,13 @@ async def test_a_withdrawn_key_stops_the_tokens_it_signed_even_those_already_ver
         # Until the keys are fetched again, the worker still knows the old key.
         clock.advance(DEFAULT_CACHE_SECONDS - 1)
         assert (await client.get(tasks_url, headers=bearer(old_token))).status_code == 200
-        # Once they are, the token it verified before is refused, like any token of that key.
+        # Once they are stale, the next request refreshes them in the background (and is
+        # served with the keys at hand); then the token verified before is refused, like any
+        # token of that key.
         clock.advance(2)
+        assert (await client.get(tasks_url, headers=bearer(old_token))).status_code == 200
+        await keys.wait_for_refresh()
+        assert keys.fetch_count == 2
         assert_problem(await client.get(tasks_url, headers=bearer(old_token)), 401, "invalid_token")
         assert (await client.get(tasks_url, headers=bearer(new_token))).status_code == 200
         assert_problem(await client.get(tasks_url, headers=bearer(old_token)), 401, "invalid_token")
@@ -1006,6 +1011,33 @@ async def test_misbehaving_jwks_endpoint_keeps_the_last_good_keys(
             assert time.monotonic() - started < JWKS_TIMEOUT_SECONDS + 2
             assert_problem(await client.get(url, headers=bearer(token)), 503, "service_unavailable")
             assert better_auth_keys(app).fetch_count == 1
+
+
+async def test_tokens_verified_before_never_wait_for_a_slow_jwks_endpoint(
+    ba_users: dict[str, BetterAuthUser], make_settings: SettingsFactory
+) -> None:
+    user = ba_users["EdDSA"]
+    token = await user.token()
+    url = f"/api/{user.id}/tasks"
+    async with JwksStub(await _jwks_document(user.server)) as stub:
+        settings: dict[str, Any] = {
+            "better_auth_url": user.server.base_url,
+            "better_auth_jwks_url": stub.url,
+            "better_auth_jwks_timeout_seconds": 3,
+        }
+        async with serving(make_settings, **settings) as (app, client):
+            clock, keys = fake_clock(app), better_auth_keys(app)
+            assert (await client.get(url, headers=bearer(token))).status_code == 200
+            stub.mode = "slow"  # answers after 30 s: every fetch runs into the 3 s timeout
+            clock.advance(DEFAULT_CACHE_SECONDS + 1)
+
+            started = time.monotonic()
+            for _ in range(5):
+                assert (await client.get(url, headers=bearer(token))).status_code == 200
+            assert time.monotonic() - started < 2, "a request waited for the key endpoint"
+            await keys.wait_for_refresh()  # one refresh in the background, which timed out
+            assert (keys.fetch_count, stub.requests) == (2, 2)
+            assert (await client.get(url, headers=bearer(token))).status_code == 200
 
 
 async def test_unusable_entries_in_the_jwks_are_skipped(

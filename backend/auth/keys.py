@@ -45,6 +45,11 @@ class KeySource(Protocol):
         """The key with this id, or None when the source does not know it."""
         ...
 
+    def current(self, kid: str) -> VerificationKey | None:
+        """The key with this id among those the source holds now, without waiting for a fetch
+        (a remote source refreshes stale keys in the background)."""
+        ...
+
 
 class KeysUnavailable(Exception):
     """No key could ever be obtained from a remote key source."""
@@ -127,6 +132,9 @@ class LocalKeys:
         return self._jwks
 
     async def get(self, kid: str) -> VerificationKey | None:
+        return self.current(kid)
+
+    def current(self, kid: str) -> VerificationKey | None:
         return self._verification_key if kid == self.kid else None
 
 
@@ -164,6 +172,8 @@ class RemoteJwks:
       after one is still picked up at once.
     - When the endpoint is down, slow or answers garbage, the last good keys stay in use.
     - The response is bounded in size and in total time.
+    - `current` answers from the keys held now and refreshes stale ones in the background, so
+      requests with tokens verified before never wait for the endpoint.
     """
 
     def __init__(
@@ -189,6 +199,7 @@ class RemoteJwks:
         self._last_attempt: float | None = None
         self._last_unknown_kid_fetch: float | None = None
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
         self.fetch_count = 0
 
     async def get(self, kid: str) -> VerificationKey | None:
@@ -201,6 +212,25 @@ class RemoteJwks:
             await self._refresh(lambda: True)
             key = self._keys.get(kid)
         return key
+
+    def current(self, kid: str) -> VerificationKey | None:
+        if self._keys is None:
+            return None
+        if self._clock() >= self._fresh_until and (
+            self._background is None or self._background.done()
+        ):
+            self._background = asyncio.create_task(self._refresh(self._may_refetch))
+        return self._keys.get(kid)
+
+    async def wait_for_refresh(self) -> None:
+        """Until a background refresh that `current` started has ended."""
+        if self._background is not None:
+            await asyncio.shield(self._background)
+
+    async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
 
     def _may_refetch(self) -> bool:
         return self._last_attempt is None or self._clock() - self._last_attempt >= self._cooldown

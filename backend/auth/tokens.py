@@ -69,9 +69,10 @@ class TokenVerifier:
     A signature check costs about 0.2 ms of CPU, a large share of a fast request, so tokens that
     passed are remembered (a bounded, per-process map) until they expire, with the key that
     verified them: a remembered token counts only while its issuer still publishes that key, so
-    a key withdrawn from Better Auth's JWKS stops every token it signed when the keys are next
-    fetched. Only the cryptographic verdict is cached: the caller still checks, on every
-    request, that the token's user exists and has not revoked it.
+    a key withdrawn from Better Auth's JWKS stops every token it signed once the keys have been
+    fetched again (in the background: a remembered token never waits for the endpoint). Only
+    the cryptographic verdict is cached: the caller still checks, on every request, that the
+    token's user exists and has not revoked it.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         remembered = self._verified.get(token)
         if remembered is not None:
-            if await self._still_valid(remembered):
+            if self._still_valid(remembered):
                 return remembered.principal
             # Expired (verify again, to say token_expired) or its key is gone (invalid_token).
             self._verified.pop(token, None)
@@ -102,15 +103,11 @@ class TokenVerifier:
             self._verified[token] = verified
         return verified.principal
 
-    async def _still_valid(self, remembered: _Verified) -> bool:
+    def _still_valid(self, remembered: _Verified) -> bool:
         if time.time() > remembered.principal.expires_at + self._leeway:
             return False
-        try:
-            current = await remembered.keys.get(remembered.key.kid)
-        except KeysUnavailable:
-            return False
         # Equal, not identical: a refetched key set holds new objects for the same keys.
-        return current == remembered.key
+        return remembered.keys.current(remembered.key.kid) == remembered.key
 
     async def _verify(self, token: str) -> _Verified:
         if not token:
