@@ -9,9 +9,11 @@ outage turns into fast 503s and the pool heals by itself when the server is back
 Core units of work (the task routes, the token's user) wait for a pooled connection in arrival
 order (`_Turns`): SQLAlchemy's pool lets a newcomer take a connection ahead of those already
 waiting, which makes the slowest requests under load several times slower than the rest.
+The hot statements (`fetch_all`, `execute`) go to the driver directly where they may.
 """
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -278,12 +280,12 @@ class Database:
 
 
 _REQUIRED = object()
-_DRIVER = "todo_asyncpg_connection"
+_DRIVER = "todo_driver_connection"
 
 
 class _Compiled:
-    """A statement compiled once for asyncpg: its SQL, how to bind its parameters, and how to
-    read its result columns, all taken from SQLAlchemy's own compiler and column types."""
+    """A statement compiled once for a dialect's driver: its SQL, how to bind its parameters, and
+    how to read its result columns, all taken from SQLAlchemy's own compiler and column types."""
 
     __slots__ = ("binds", "columns", "sql")
 
@@ -295,7 +297,7 @@ class _Compiled:
         self.binds = tuple(
             (
                 name,
-                compiled.binds[name].type.bind_processor(dialect),
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
                 _REQUIRED
                 if compiled.binds[name].required
                 else compiled.binds[name].effective_value,
@@ -303,7 +305,7 @@ class _Compiled:
             for name in compiled.positiontup or ()
         )
         self.columns = tuple(
-            (column.key, column.type.result_processor(dialect, None))
+            (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in getattr(statement, "exported_columns", ())
         )
 
@@ -314,15 +316,17 @@ def _compiled(statement: sa.Executable, dialect: Dialect) -> _Compiled:
 
 
 async def _driver(connection: AsyncConnection) -> Any | None:
-    """The asyncpg connection under `connection`, when statements may go to it directly:
-    outside a transaction (AUTOCOMMIT), or inside one SQLAlchemy has already begun. Otherwise
-    (SQLite, or a transaction's first statement, which begins it) None."""
-    if connection.dialect.name != "postgresql":
-        return None
+    """The driver's connection under `connection` (asyncpg's, aiosqlite's), when statements may
+    go to it directly: inside a transaction SQLAlchemy has already begun, or on PostgreSQL
+    outside any (AUTOCOMMIT). Otherwise (a transaction's first statement, which begins it)
+    None."""
     # The driver's connection under a pooled connection never changes: remember it there.
     raw = connection.info.get(_DRIVER)
     if raw is None:
         raw = connection.info[_DRIVER] = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.name == "sqlite":
+        # BEGIN is ours (the "begin" listener): SQLAlchemy's transaction is SQLite's.
+        return raw if connection.in_transaction() else None
     sync = connection.sync_connection
     autocommit = sync is not None and (
         sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
@@ -330,25 +334,49 @@ async def _driver(connection: AsyncConnection) -> Any | None:
     return raw if autocommit or (raw is not None and raw.is_in_transaction()) else None
 
 
+async def _asyncpg_rows(driver: Any, sql: str, arguments: list[Any]) -> Any:
+    return await driver.fetch(sql, *arguments)
+
+
+async def _asyncpg_count(driver: Any, sql: str, arguments: list[Any]) -> int:
+    # asyncpg answers the command tag: "UPDATE 1", "DELETE 0", "INSERT 0 1".
+    status: str = await driver.execute(sql, *arguments)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _aiosqlite_rows(driver: Any, sql: str, arguments: list[Any]) -> Any:
+    return await driver.execute_fetchall(sql, arguments)  # one trip to its thread
+
+
+async def _aiosqlite_count(driver: Any, sql: str, arguments: list[Any]) -> int:
+    async with driver.execute(sql, arguments) as cursor:
+        count: int = cursor.rowcount
+        return count
+
+
+# How each driver runs a statement for its rows, and for the number of rows it touched.
+_RUNNERS = {
+    "postgresql": (_asyncpg_rows, _asyncpg_count),
+    "sqlite": (_aiosqlite_rows, _aiosqlite_count),
+}
+
+
 async def _on_driver(
     driver: Any,
     connection: AsyncConnection,
     compiled: _Compiled,
     params: Mapping[str, Any],
-    how: str,
+    *,
+    rows: bool,
 ) -> Any:
     arguments = []
     for name, process, literal in compiled.binds:
         value = params[name] if literal is _REQUIRED else params.get(name, literal)
         arguments.append(process(value) if process else value)
+    run_for_rows, run_for_count = _RUNNERS[connection.dialect.name]
     try:
-        return await getattr(driver, how)(compiled.sql, *arguments)
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        asyncpg.InternalClientError,
-    ) as exc:
+        return await (run_for_rows if rows else run_for_count)(driver, compiled.sql, arguments)
+    except (*_CONNECTION_ENDING_ERRORS, asyncpg.PostgresError, sqlite3.Error) as exc:
         raise await translate_driver_error(connection, compiled.sql, exc) from exc
 
 
@@ -366,7 +394,7 @@ _CONNECTION_ENDING_ERRORS = (
 async def translate_driver_error(
     connection: AsyncConnection, sql: str, exc: Exception
 ) -> sa_exc.DBAPIError:
-    """asyncpg's error as SQLAlchemy would raise it, so that the error handlers treat both paths
+    """A driver's error as SQLAlchemy would raise it, so that the error handlers treat both paths
     alike (an outage is 503, a bug 500). A connection the error leaves unusable is invalidated,
     so that the pool never hands it out again: one the server ended, and one whose protocol
     state asyncpg no longer trusts (`InternalClientError`, seen when the server shut down in
@@ -377,8 +405,10 @@ async def translate_driver_error(
     ):
         await connection.invalidate(exc)
         return sa_exc.OperationalError(sql, None, exc, connection_invalidated=True)
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError | sqlite3.IntegrityError):
         return sa_exc.IntegrityError(sql, None, exc)
+    if isinstance(exc, sqlite3.OperationalError):  # "database is locked", a full disk
+        return sa_exc.OperationalError(sql, None, exc)
     return sa_exc.DBAPIError(sql, None, exc)
 
 
@@ -387,17 +417,19 @@ async def fetch_all(
 ) -> list[dict[str, Any]]:
     """The rows of a statement built once at import time (bind parameters for every value).
 
-    On PostgreSQL it runs, where it may (see `_driver`), as asyncpg's own prepared statement,
-    compiled once with SQLAlchemy's compiler and read with its column types: SQLAlchemy's
-    per-execution work (execution context, cursor adaptation, result objects, greenlet
-    switches) costs more than the query's round trip. Elsewhere it runs through SQLAlchemy.
+    Where it may (see `_driver`), it runs on the driver directly, compiled once with
+    SQLAlchemy's compiler and read with its column types: on PostgreSQL as asyncpg's own
+    prepared statement, on SQLite in one trip to aiosqlite's thread (SQLAlchemy's adapter makes
+    four). SQLAlchemy's per-execution work (execution context, cursor adaptation, result
+    objects, greenlet switches) costs more than the query itself. Otherwise (a transaction's
+    first statement) it runs through SQLAlchemy.
     """
     driver = await _driver(connection)
     if driver is None:
         result = await connection.execute(statement, params)
         return [dict(row._mapping) for row in result]
     compiled = _compiled(statement, connection.dialect)
-    records = await _on_driver(driver, connection, compiled, params, "fetch")
+    records = await _on_driver(driver, connection, compiled, params, rows=True)
     columns = compiled.columns
     return [
         {
@@ -416,11 +448,10 @@ async def execute(
     driver = await _driver(connection)
     if driver is None:
         return (await connection.execute(statement, params)).rowcount
-    status: str = await _on_driver(
-        driver, connection, _compiled(statement, connection.dialect), params, "execute"
+    count: int = await _on_driver(
+        driver, connection, _compiled(statement, connection.dialect), params, rows=False
     )
-    # asyncpg answers the command tag: "UPDATE 1", "DELETE 0", "INSERT 0 1".
-    return int(status.rsplit(" ", 1)[-1])
+    return count
 
 
 class casefold_contains(FunctionElement[bool]):  # noqa: N801 (SQL function naming)

@@ -4,6 +4,7 @@ several workers sharing their limits through Redis, and what the logs say."""
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -223,37 +224,42 @@ async def test_a_connection_ended_by_the_server_mid_statement_is_503_and_the_poo
         assert (await call()).status_code in (200, 201)
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.parametrize(
-    ("error", "outage"),
+    ("database_url", "error", "outage", "ends_connection"),
     [
-        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
-        (asyncpg.CannotConnectNowError("the database system is shutting down"), True),
-        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of it"), True),
-        (asyncpg.InternalClientError("cannot switch to state 12; another operation (2)"), True),
-        (ConnectionResetError(104, "Connection reset by peer"), True),
-        (TimeoutError(), True),
-        (asyncpg.UniqueViolationError("duplicate key value violates unique constraint"), False),
-        (asyncpg.PostgresSyntaxError("syntax error at or near"), False),
+        ("postgresql", asyncpg.AdminShutdownError("terminating connection"), True, True),
+        ("postgresql", asyncpg.CannotConnectNowError("the system is shutting down"), True, True),
+        ("postgresql", asyncpg.ConnectionDoesNotExistError("closed mid-operation"), True, True),
+        ("postgresql", asyncpg.InternalClientError("another operation (2)"), True, True),
+        ("postgresql", ConnectionResetError(104, "Connection reset by peer"), True, True),
+        ("postgresql", TimeoutError(), True, True),
+        ("postgresql", asyncpg.UniqueViolationError("duplicate key value"), False, False),
+        ("postgresql", asyncpg.PostgresSyntaxError("syntax error at or near"), False, False),
+        ("sqlite", sqlite3.OperationalError("database is locked"), True, False),
+        ("sqlite", sqlite3.OperationalError("database or disk is full"), True, False),
+        ("sqlite", sqlite3.IntegrityError("UNIQUE constraint failed: tasks.id"), False, False),
+        ("sqlite", sqlite3.ProgrammingError("Incorrect number of bindings"), False, False),
     ],
+    indirect=["database_url"],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
 )
-async def test_errors_of_hot_statements_on_asyncpg_are_told_apart_like_sqlalchemys(
-    make_settings: SettingsFactory, error: Exception, outage: bool
+async def test_errors_of_hot_statements_on_the_driver_are_told_apart_like_sqlalchemys(
+    make_settings: SettingsFactory, error: Exception, outage: bool, ends_connection: bool
 ) -> None:
-    """Statements run on asyncpg directly (db.fetch_all, db.execute) report errors as SQLAlchemy
-    would: a connection the server ended, or one left in a state asyncpg no longer trusts, is
-    an outage (503) and is never handed out again; a failing query is not (500)."""
+    """Statements run on the driver directly (db.fetch_all, db.execute) report errors as
+    SQLAlchemy would: an outage is 503, a failing query 500. A connection the server ended, or
+    one left in a state asyncpg no longer trusts, is never handed out again; a busy SQLite
+    database leaves its connection sound."""
     async with (
         running_app(make_settings()) as app,
         app.state.runtime.db.connection(write=False) as connection,
     ):
-        await connection.exec_driver_sql("SELECT 1")
+        await connection.exec_driver_sql("SELECT 1")  # on SQLite, this begins the transaction
         translated = await translate_driver_error(connection, "SELECT 1", error)
         assert isinstance(translated, sa_exc.DBAPIError)
         assert translated.orig is error
         assert is_outage(translated) is outage
-        assert connection.invalidated is outage
+        assert connection.invalidated is ends_connection
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
