@@ -216,9 +216,9 @@ class RemoteJwks:
     def current(self, kid: str) -> VerificationKey | None:
         if self._keys is None:
             return None
-        if self._clock() >= self._fresh_until and (
-            self._background is None or self._background.done()
-        ):
+        stale = self._clock() >= self._fresh_until
+        idle = self._background is None or self._background.done()
+        if stale and idle and self._may_refetch():
             self._background = asyncio.create_task(self._refresh(self._may_refetch))
         return self._keys.get(kid)
 
