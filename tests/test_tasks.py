@@ -316,6 +316,31 @@ async def test_put_is_idempotent_and_a_no_op_keeps_updated_at(
     assert third == first
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"description": None}, {"description": "now with one"}),
+        ({"description": "d"}, {"description": None}),
+        ({"due_date": None}, {"due_date": "2026-12-01"}),
+        ({"due_date": "2026-12-01"}, {"due_date": None}),
+        ({"priority": "low"}, {"priority": "high"}),
+        ({"title": "Case"}, {"title": "case"}),
+    ],
+)
+async def test_put_that_changes_one_field_moves_updated_at_and_only_then(
+    client: httpx.AsyncClient, user: SignedUp, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    body = {"title": "T", **before}
+    task = await create(client, user, **body)
+    url = f"{user.tasks_url}/{task['id']}"
+    same = (await client.put(url, json=body, headers=user.headers)).json()
+    assert same == task
+    changed = (await client.put(url, json={**body, **after}, headers=user.headers)).json()
+    assert {key: changed[key] for key in after} == after
+    assert parse_time(changed["updated_at"]) > parse_time(task["updated_at"])
+    assert changed["created_at"] == task["created_at"]
+
+
 async def test_put_keeps_completed_at_while_completed_and_clears_it_on_reopen(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:

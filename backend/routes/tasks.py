@@ -215,6 +215,7 @@ async def get_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Respon
         ),
     },
 )
+@single_statement  # one UPDATE ... RETURNING, its SET expressions reading the row as it was
 async def replace_task(
     owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: TaskReplaceBody
 ) -> Response:

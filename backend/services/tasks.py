@@ -146,7 +146,6 @@ async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskList
 # --- one task ----------------------------------------------------------------------------------
 
 _GET = select(*_COLUMNS).where(_owned(_BY_ID))
-_GET_FOR_UPDATE = _GET.with_for_update()
 
 
 async def _find(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
@@ -207,14 +206,22 @@ async def create_task(
 
 
 # Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
+_NEW = {name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in _WRITABLE}
+# SET expressions see the row as it was: whether the PUT changes anything (nullable fields
+# compared null-safely), and whether the task was completed already.
+_UNCHANGED = sa.and_(*(_t[name].is_not_distinct_from(_NEW[name]) for name in _WRITABLE))
 _REPLACE = (
     update(TASKS)
     .where(_owned(_BY_ID))
     .values(
         {
-            **{name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in _WRITABLE},
-            "completed_at": sa.bindparam("new_completed_at", type_=UTCDateTime()),
-            "updated_at": _NOW,
+            **_NEW,
+            "completed_at": sa.case(
+                (sa.not_(_NEW["completed"]), sa.null()),
+                (_t.completed, _t.completed_at),
+                else_=_NOW,
+            ),
+            "updated_at": sa.case((_UNCHANGED, _t.updated_at), else_=_NOW),
         }
     )
     .returning(*_COLUMNS)
@@ -224,30 +231,21 @@ _REPLACE = (
 async def replace_task(
     connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, data: TaskWrite
 ) -> TaskRead:
-    found = await _rows(connection, _GET_FOR_UPDATE, owner_id, task_id=task_id)
-    if not found:
-        raise NotFound("No task with this id.")
-    current = found[0]
+    """Replace the writable fields in one statement (the route is `@single_statement`): a PUT
+    that changes nothing leaves `updated_at` as it was; `completed_at` is kept while the task
+    stays completed, set when it becomes completed, cleared when it is reopened."""
     new_values = data.model_dump(include=set(_WRITABLE))
-    if all(current[name] == value for name, value in new_values.items()):
-        return _read(current)  # nothing changes, so updated_at does not either
-    now = utcnow()
-    if not data.completed:
-        completed_at = None
-    elif current["completed"]:
-        completed_at = current["completed_at"]
-    else:
-        completed_at = now
-    (row,) = await _rows(
+    rows = await _rows(
         connection,
         _REPLACE,
         owner_id,
         task_id=task_id,
-        new_completed_at=completed_at,
-        now=now,
+        now=utcnow(),
         **{f"new_{name}": value for name, value in new_values.items()},
     )
-    return _read(row)
+    if not rows:
+        raise NotFound("No task with this id.")
+    return _read(rows[0])
 
 
 _DELETE = delete(TASKS).where(_owned(_BY_ID))
