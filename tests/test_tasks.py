@@ -481,6 +481,18 @@ async def test_task_counter_matches_the_tasks(
     assert stored.task_count == len(rows) == 3
 
 
+async def test_concurrent_deletes_of_one_task_count_it_once(
+    app: FastAPI, client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    tasks = [await create(client, user) for _ in range(3)]
+    url = f"{user.tasks_url}/{tasks[0]['id']}"
+    responses = await asyncio.gather(*(client.delete(url, headers=user.headers) for _ in range(10)))
+    assert [r.status_code for r in responses] == [204] * 10
+    async with app.state.runtime.db.session(write=False) as session:
+        stored = (await session.exec(select(User).where(User.id == user.id))).one()
+    assert stored.task_count == 2
+
+
 async def test_deleting_a_user_deletes_their_tasks(
     app: FastAPI, client: httpx.AsyncClient, user: SignedUp
 ) -> None:

@@ -248,6 +248,7 @@ async def replace_task(
         ),
     },
 )
+@single_statement  # on PostgreSQL, one UPDATE of the counter from the DELETE ... RETURNING
 async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Response:
     """Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
     whether another user has a task with this id."""
