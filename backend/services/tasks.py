@@ -7,9 +7,15 @@ user's task and a missing task are indistinguishable.
 The statements are built with SQLModel once, on the tables themselves (Core, not ORM entities),
 with bind parameters for every value: building a statement and computing its cache key costs
 more than running it, and these run on every request. The list statements depend on the shape
-of the query (which filters, which sort) and are built once per shape. Reads run through
-`db.fetch_all` (on PostgreSQL, compiled once and run as asyncpg's prepared statements); rows
-become response models through pydantic's validator, faster than constructing them in Python.
+of the query (which filters, which sort) and are built once per shape. They run through
+`db.fetch_all` and `db.execute` (compiled once and run on the driver directly where they may);
+rows become response models through pydantic's validator, faster than constructing them in
+Python.
+
+Every write is one statement, atomic on its own, so the routes are `@single_statement` and run
+without a transaction on PostgreSQL: create and delete keep the owner's task counter in the
+same statement (a WITH clause), which SQLite cannot do; there they are two statements in the
+write transaction that SQLite's writes always have.
 """
 
 import uuid
