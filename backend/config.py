@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     refresh_token_idle_days: int = Field(default=7, ge=1, le=365)
     refresh_token_cookie: bool = False
     refresh_cookie_samesite: Literal["strict", "lax", "none"] = "strict"
+    max_sessions_per_user: int = Field(default=50, ge=1, le=10000)
 
     # Better Auth
     better_auth_url: str | None = None
@@ -101,6 +102,8 @@ class Settings(BaseSettings):
     signup_rate_limit: str = "10/minute"
     login_rate_limit: str = "30/minute"
     login_lockout: str = "10/15minutes"
+    refresh_rate_limit: str = "60/minute"
+    password_change_rate_limit: str = "10/hour"  # noqa: S105 (a rate, not a password)
     task_write_rate_limit: str = "300/minute"
     max_tasks_per_user: int = Field(default=10000, ge=1)
 
@@ -135,7 +138,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "signup_rate_limit", "login_rate_limit", "login_lockout", "task_write_rate_limit"
+        "signup_rate_limit",
+        "login_rate_limit",
+        "login_lockout",
+        "refresh_rate_limit",
+        "password_change_rate_limit",
+        "task_write_rate_limit",
     )
     @classmethod
     def _valid_rate(cls, value: str) -> str:

@@ -4,8 +4,9 @@
   connection for the task routes), opened by the route class (`backend/routing.py`).
 - `CurrentUser`: the account behind a valid bearer token (401 otherwise).
 - `OwnerId`: the `{user_id}` path segment, once it is known to be the caller's own (403 otherwise).
-- `SignupLimit`, `LoginLimit`, `TaskWriteLimit`: route dependencies that count the request
-  against its rate limit (per client IP, or per user for task writes) and answer 429 beyond it.
+- `SignupLimit`, `LoginLimit`, `RefreshLimit`, `PasswordChangeLimit`, `TaskWriteLimit`: route
+  dependencies that count the request against its rate limit (per client IP, or per user for
+  password changes and task writes) and answer 429 beyond it.
 """
 
 from collections.abc import Awaitable, Callable
@@ -159,6 +160,16 @@ async def limit_logins(request: Request) -> None:
     await _enforce(request, limiter.login, "login", client_ip_of(request), what="login attempts")
 
 
+async def limit_refreshes(request: Request) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(request, limiter.refresh, "refresh", client_ip_of(request), what="refreshes")
+
+
+async def limit_password_changes(request: Request, user: CurrentUser) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(request, limiter.password_change, "password", user.id, what="password changes")
+
+
 async def limit_task_writes(request: Request, owner: OwnerId) -> None:
     limiter = runtime_of(request).limiter
     await _enforce(request, limiter.task_write, "task-write", owner, what="task changes")
@@ -183,4 +194,6 @@ def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awa
 
 SignupLimit = Depends(limit_signups)
 LoginLimit = Depends(limit_logins)
+RefreshLimit = Depends(limit_refreshes)
+PasswordChangeLimit = Depends(limit_password_changes)
 TaskWriteLimit = Depends(limit_task_writes)

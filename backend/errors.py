@@ -322,6 +322,18 @@ def _database_error_handler(request: Request, exc: Exception) -> Response:
 
 
 _OUTAGE_SQLSTATES = ("08", "53", "57P")
+# Class 40 (transaction rollback): a deadlock or a serialization failure. Retried once or twice
+# by the route classes, then answered like an outage: nothing was done, try again.
+_CONFLICT_SQLSTATES = ("40",)
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or "")
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """Whether a database error means "this transaction lost a race; run it again"."""
+    return isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_CONFLICT_SQLSTATES)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -332,11 +344,11 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         # SQLSTATE classes 08 (connection), 53 (resources) and 57P (shutting down, starting up):
         # asyncpg's "the database system is shutting down" arrives as a plain DBAPIError.
-        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         return (
             exc.connection_invalidated
             or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-            or sqlstate.startswith(_OUTAGE_SQLSTATES)
+            or _sqlstate(exc).startswith(_OUTAGE_SQLSTATES)
+            or is_transient_conflict(exc)
         )
     return False
 

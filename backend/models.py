@@ -136,13 +136,14 @@ class Task(SQLModel, table=True):
 
 
 class RefreshToken(SQLModel, table=True):
-    """One refresh token of a session. A session (family) starts at a login; each refresh uses
-    its token up and adds the next one to the family. Only a hash of the token is stored."""
+    """A session (a *family* of refresh tokens that started at one login), with the hash of its
+    one current refresh token. Refreshing replaces that hash; a token of the family that is not
+    the current one was copied (the family id is part of every token), so the family ends. One
+    row per session, however often it is refreshed."""
 
     __tablename__ = "refresh_tokens"
     __table_args__ = (
         sa.Index("ix_refresh_tokens_user", "user_id"),
-        sa.Index("ix_refresh_tokens_family", "family_id"),
         sa.Index("ix_refresh_tokens_expires", "expires_at"),
     )
 
@@ -152,14 +153,14 @@ class RefreshToken(SQLModel, table=True):
             sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
         )
     )
-    family_id: uuid.UUID = Field(nullable=False)
+    family_id: uuid.UUID = Field(unique=True, nullable=False)
     token_hash: str = Field(max_length=64, unique=True, nullable=False)
+    # When the current token was issued.
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
-    # The family's absolute end, and this token's own end (the sooner of that and the idle limit).
+    # The family's absolute end, and the current token's own end (the sooner of that and the
+    # idle limit).
     family_expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
-    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.

@@ -109,6 +109,8 @@ class RateLimiter:
         self.signup = parse(settings.signup_rate_limit)
         self.login = parse(settings.login_rate_limit)
         self.lockout = parse(settings.login_lockout)
+        self.refresh = parse(settings.refresh_rate_limit)
+        self.password_change = parse(settings.password_change_rate_limit)
         self.task_write = parse(settings.task_write_rate_limit)
         memory = _MemoryStorage()
         self._memory = Strategies(

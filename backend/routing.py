@@ -12,15 +12,22 @@
   is 401, then 403, then 400, then 404. A Better Auth user seen for the first time is stored
   before the unit of work opens again (`users.FirstSight`), never in a connection nested in it.
 
+A unit of work that loses a race in the database (a deadlock, a serialization failure: SQLSTATE
+class 40, rolled back whole) runs again, up to `ATTEMPTS` times, then answers 503.
+
 `@single_statement` marks a writing route whose work is one statement on PostgreSQL: its unit of
 work needs no transaction there (SQLite's writes always run in a write transaction).
 """
 
-from collections.abc import Callable, Coroutine
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from sqlalchemy import exc as sa_exc
 
 from backend.db import READ_ONLY_METHODS
 from backend.dependencies import (
@@ -31,9 +38,27 @@ from backend.dependencies import (
     provision_account,
     runtime_of,
 )
+from backend.errors import is_transient_conflict
 from backend.services.users import FirstSight
 
+logger = logging.getLogger("backend.routing")
+
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+ATTEMPTS = 3
+
+
+async def _retrying_conflicts(run: Callable[[], Awaitable[Response]]) -> Response:
+    """Run a unit of work again when the database rolled it back for a conflict with another
+    transaction; the request body is kept by the request, so the handler reads it again."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await run()
+        except sa_exc.DBAPIError as exc:
+            if attempt == ATTEMPTS or not is_transient_conflict(exc):
+                raise
+            logger.warning("transaction conflict, attempt %d of %d: retrying", attempt, ATTEMPTS)
+            await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # noqa: S311 (jitter)
+    raise AssertionError("unreachable")
 
 
 def single_statement[Endpoint: Callable[..., Any]](endpoint: Endpoint) -> Endpoint:
@@ -53,9 +78,13 @@ class UnitOfWorkRoute(APIRoute):
         async def in_unit_of_work(request: Request) -> Response:
             write = request.method not in READ_ONLY_METHODS
             database = runtime_of(request).db
-            async with database.session(write=write, single_statement=single) as session:
-                request.scope["state"]["session"] = session
-                return await handler(request)
+
+            async def run() -> Response:
+                async with database.session(write=write, single_statement=single) as session:
+                    request.scope["state"]["session"] = session
+                    return await handler(request)
+
+            return await _retrying_conflicts(run)
 
         return in_unit_of_work
 
@@ -87,11 +116,11 @@ class OwnerScopedRoute(APIRoute):
         async def owner_checked(request: Request) -> Response:
             principal = await authenticate(request)  # 401 for a bad token, before any database
             try:
-                return await in_unit_of_work(request)
+                return await _retrying_conflicts(lambda: in_unit_of_work(request))
             except FirstSight:
                 # A Better Auth user to store first: in a unit of work of its own, never one
                 # nested in the request's (the handler has not run yet).
                 await provision_account(request, principal)
-                return await in_unit_of_work(request)
+                return await _retrying_conflicts(lambda: in_unit_of_work(request))
 
         return owner_checked

@@ -93,6 +93,7 @@ class Runtime:
             session_policy=SessionPolicy(
                 absolute=timedelta(days=settings.refresh_token_expire_days),
                 idle=timedelta(days=settings.refresh_token_idle_days),
+                max_sessions=settings.max_sessions_per_user,
             ),
             limiter=limiter,
             lockout=LoginLockout(limiter),

@@ -154,7 +154,7 @@ def hash_password(password: str = PASSWORD) -> str:
     async def compute() -> str:
         hasher = PasswordHasher(concurrency=1)
         try:
-            return await hasher.hash(password)
+            return await hasher.hash(password, account="bench")
         finally:
             hasher.close()
 

@@ -157,6 +157,8 @@ def make_settings(database_url: str) -> SettingsFactory:
             "signup_rate_limit": "1000/minute",
             "login_rate_limit": "1000/minute",
             "login_lockout": "1000/minute",
+            "refresh_rate_limit": "1000/minute",
+            "password_change_rate_limit": "1000/minute",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

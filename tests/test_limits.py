@@ -294,3 +294,75 @@ async def test_memory_expiry_sweeps_run_at_most_once_an_interval_and_free_expire
     assert sweeps == 2
     assert set(storage.storage) <= {key for key in storage.storage if "user-0" in key}
     assert await limiter.hit(item, "task-writes", "user-1")  # counts afresh after expiry
+
+
+async def change_password(
+    client: httpx.AsyncClient, user: SignedUp, current: str, new: str = "a new passphrase, longer"
+) -> httpx.Response:
+    return await client.post(
+        "/api/auth/password",
+        json={"current_password": current, "new_password": new},
+        headers=user.headers,
+    )
+
+
+async def test_wrong_current_passwords_lock_the_account_like_failed_logins(
+    make_settings: SettingsFactory, limits_backend: dict[str, Any]
+) -> None:
+    async with limited_client(make_settings, limits_backend, login_lockout="5/15minutes") as client:
+        user = await sign_up(client)
+        for _ in range(3):
+            assert_problem(
+                await change_password(client, user, "a wrong guess"), 400, "wrong_password"
+            )
+        assert (await login(client, user.email, "another wrong guess")).status_code == 401
+        assert_problem(await change_password(client, user, "a wrong guess"), 400, "wrong_password")
+        # Five failures, by either route: now even the right password is refused, on both.
+        assert_limited(await change_password(client, user, user.password))
+        assert_limited(await login(client, user.email, user.password))
+        assert (await client.get("/api/auth/me", headers=user.headers)).status_code == 200
+
+
+async def test_password_changes_are_limited_per_user(
+    make_settings: SettingsFactory, limits_backend: dict[str, Any]
+) -> None:
+    async with limited_client(
+        make_settings, limits_backend, password_change_rate_limit="2/hour"
+    ) as client:
+        user, other = await sign_up(client), await sign_up(client)
+        assert_problem(await change_password(client, user, "a wrong guess"), 400, "wrong_password")
+        assert_problem(await change_password(client, user, "a wrong guess"), 400, "wrong_password")
+        assert_limited(await change_password(client, user, user.password))
+        assert (await change_password(client, other, other.password)).status_code == 200
+
+
+async def test_refreshes_are_limited_per_client_ip(
+    make_settings: SettingsFactory, limits_backend: dict[str, Any]
+) -> None:
+    async with limited_client(
+        make_settings, limits_backend, refresh_rate_limit="3/minute", trusted_proxies="127.0.0.1"
+    ) as client:
+        user = await sign_up(client)
+        token = user.body["refresh_token"]
+        for _ in range(3):
+            response = await client.post(
+                "/api/auth/refresh",
+                json={"refresh_token": token},
+                headers={"X-Forwarded-For": "203.0.113.7"},
+            )
+            assert response.status_code == 200, response.text
+            assert int(response.headers["ratelimit-limit"]) == 3
+            token = response.json()["refresh_token"]
+        limited = await client.post(
+            "/api/auth/refresh",
+            json={"refresh_token": token},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+        assert_limited(limited)
+        # Refused before the token was looked at: it still works from elsewhere.
+        elsewhere = await client.post(
+            "/api/auth/refresh",
+            json={"refresh_token": token},
+            headers={"X-Forwarded-For": "198.51.100.9"},
+        )
+        assert elsewhere.status_code == 200, elsewhere.text

@@ -1,17 +1,20 @@
 """Migrations: a fresh database upgrades to head, and the migrated schema is what the models say."""
 
 import asyncio
+import hashlib
 import uuid
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import column, inspect, table
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
@@ -92,3 +95,96 @@ def test_revisions_form_one_line() -> None:
     assert len(script.get_heads()) == 1
     for revision in script.walk_revisions():
         assert Path(revision.path).name.startswith(("2026", "2027", "2028"))
+
+
+def test_sessions_keep_their_current_token_through_0003(fresh_database_url: str) -> None:
+    """From 0002, where every used token had a row: the live token of each session keeps
+    working, and the used and revoked rows are gone."""
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0002")
+    user_id, family = "legacy-user", uuid.uuid4()
+    live = "a refresh token issued before 0003"
+
+    async def seed() -> None:
+        engine = create_async_engine(fresh_database_url)
+        now = datetime.now(UTC)
+        moment = sa.DateTime(timezone=True)
+        users = table(
+            "users",
+            *(column(name) for name in _USER_COLUMNS[:-2]),
+            column("created_at", moment),
+            column("updated_at", moment),
+        )
+        tokens = table(
+            "refresh_tokens",
+            column("id", sa.Uuid()),
+            column("user_id"),
+            column("family_id", sa.Uuid()),
+            column("token_hash"),
+            *(column(name, moment) for name in _TOKEN_MOMENTS),
+        )
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    users.insert(),
+                    [
+                        dict(
+                            zip(
+                                _USER_COLUMNS,
+                                (user_id, "local", "legacy@example.com", None, "x", 0, now, now),
+                                strict=True,
+                            )
+                        )
+                    ],
+                )
+                rows = [
+                    (family, "used", now - timedelta(minutes=5), now, None),
+                    (family, live, now, None, None),
+                    (uuid.uuid4(), "revoked", now, None, now),
+                ]
+                await connection.execute(
+                    tokens.insert(),
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "user_id": user_id,
+                            "family_id": family_id,
+                            "token_hash": hashlib.sha256(raw.encode()).hexdigest(),
+                            "created_at": created,
+                            "family_expires_at": now + timedelta(days=30),
+                            "expires_at": now + timedelta(days=7),
+                            "used_at": used,
+                            "revoked_at": revoked,
+                        }
+                        for family_id, raw, created, used, revoked in rows
+                    ],
+                )
+        finally:
+            await engine.dispose()
+
+    async def remaining() -> list[str]:
+        engine = create_async_engine(fresh_database_url)
+        try:
+            async with engine.connect() as connection:
+                result = await connection.exec_driver_sql("SELECT token_hash FROM refresh_tokens")
+                return [row[0] for row in result]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    command.upgrade(config, "head")
+    assert asyncio.run(remaining()) == [hashlib.sha256(live.encode()).hexdigest()]
+    assert asyncio.run(_inspect(fresh_database_url))["diffs"] == []
+
+
+_TOKEN_MOMENTS = ("created_at", "family_expires_at", "expires_at", "used_at", "revoked_at")
+_USER_COLUMNS = (
+    "id",
+    "provider",
+    "email",
+    "name",
+    "password_hash",
+    "task_count",
+    "created_at",
+    "updated_at",
+)

@@ -43,10 +43,10 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "ready": {200, 503},
     "signup": {201, 400, 409, 429, 503} | BODY,
     "login": {200, 400, 401, 429, 503} | BODY,
-    "refreshTokens": {200, 400, 401, 503} | BODY,
+    "refreshTokens": {200, 400, 401, 429, 503} | BODY,
     "logout": {204, 400, 503} | BODY,
     "logoutAll": {204} | BEARER,
-    "changePassword": {200, 400} | BEARER | BODY,
+    "changePassword": {200, 400, 429} | BEARER | BODY,
     "getCurrentUser": {200} | BEARER,
     "getJwks": {200},
     "listTasks": {200} | OWNER,
@@ -57,7 +57,16 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "completeTask": {200, 404, 429} | OWNER | BODY,
 }
 PUBLIC_OPERATIONS = {"health", "ready", "signup", "login", "refreshTokens", "logout", "getJwks"}
-RATE_LIMITED = {"signup", "login", "createTask", "replaceTask", "deleteTask", "completeTask"}
+RATE_LIMITED = {
+    "signup",
+    "login",
+    "refreshTokens",
+    "changePassword",
+    "createTask",
+    "replaceTask",
+    "deleteTask",
+    "completeTask",
+}
 
 
 def served_app() -> FastAPI:

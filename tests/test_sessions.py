@@ -14,7 +14,14 @@ from sqlmodel import col, select, update
 from backend.cli import purge_sessions
 from backend.config import Settings
 from backend.models import RefreshToken, utcnow
-from tests.conftest import TEST_PASSWORD, SignedUp, client_for, running_app, sign_up
+from tests.conftest import (
+    TEST_PASSWORD,
+    SignedUp,
+    WithSettings,
+    client_for,
+    running_app,
+    sign_up,
+)
 from tests.test_app import assert_problem
 from tests.test_auth import bearer
 
@@ -220,8 +227,10 @@ async def test_tampered_and_expired_refresh_tokens_are_refused(
     app: FastAPI, client: httpx.AsyncClient, user: SignedUp
 ) -> None:
     token = user.body["refresh_token"]
-    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
-    assert_problem(await refresh(client, tampered), 401, "invalid_refresh_token")
+    family, _, secret = token.partition(".")
+    other_family = ("0" if family[0] != "0" else "1") + family[1:]
+    assert_problem(await refresh(client, f"{other_family}.{secret}"), 401, "invalid_refresh_token")
+    assert_problem(await refresh(client, "never-issued"), 401, "invalid_refresh_token")
     async with app.state.runtime.db.session(write=True) as session:
         await session.exec(
             update(RefreshToken)
@@ -229,6 +238,50 @@ async def test_tampered_and_expired_refresh_tokens_are_refused(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     assert_problem(await refresh(client, token), 401, "invalid_refresh_token")
+
+
+async def test_an_altered_token_of_a_live_session_ends_it(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    # Only a holder of one of its tokens knows a session's id: a token that names the session
+    # but is not its current one was copied (or altered), like a reused one.
+    token = user.body["refresh_token"]
+    altered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert_problem(await refresh(client, altered), 401, "refresh_token_reused")
+    assert_problem(await refresh(client, token), 401, "invalid_refresh_token")
+
+
+async def test_a_session_is_one_row_however_often_it_is_refreshed(
+    app: FastAPI, client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    token = user.body["refresh_token"]
+    first = token
+    for _ in range(30):
+        response = await refresh(client, token)
+        assert response.status_code == 200
+        token = response.json()["refresh_token"]
+    assert await session_rows(app, user.id) == 1
+    # However many rotations ago, a token of the session is recognised as reused.
+    assert_problem(await refresh(client, first), 401, "refresh_token_reused")
+    assert_problem(await refresh(client, token), 401, "invalid_refresh_token")
+    assert await session_rows(app, user.id) == 0
+
+
+async def test_sessions_per_user_are_bounded_and_the_oldest_ends(
+    with_settings: WithSettings,
+) -> None:
+    async with with_settings(max_sessions_per_user=3) as (client, user):
+        app_sessions = [user.body] + [await login(client, user) for _ in range(4)]
+        statuses = [
+            (await refresh(client, body["refresh_token"])).status_code for body in app_sessions
+        ]
+        assert statuses == [401, 401, 200, 200, 200]
+
+
+async def session_rows(app: FastAPI, user_id: str) -> int:
+    async with app.state.runtime.db.session(write=False) as session:
+        rows = await session.exec(select(RefreshToken.id).where(RefreshToken.user_id == user_id))
+        return len(rows.all())
 
 
 async def test_a_refreshed_token_never_outlives_the_session(
@@ -248,7 +301,7 @@ async def test_purge_deletes_expired_tokens_only(
     app: FastAPI, settings: Settings, client: httpx.AsyncClient, user: SignedUp
 ) -> None:
     used = user.body["refresh_token"]
-    await refresh(client, used)  # `used` is now used but not expired: it must stay
+    await refresh(client, used)  # its session lives on, with its next token
     expired_session = await login(client, user)
     async with app.state.runtime.db.session(write=True) as session:
         await session.exec(

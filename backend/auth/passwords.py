@@ -3,6 +3,10 @@
 Hashing costs tens of milliseconds of CPU by design, so it runs in a small thread pool of its own:
 the event loop keeps serving other requests while logins are hashed, and the pool's size bounds
 how much CPU logins can take. argon2-cffi releases the GIL while it hashes.
+
+The pool is shared fairly between accounts: each account (the email a login names, or the
+account changing its password) has at most one hash queued or running at a time, so a loop of
+guesses against one account waits behind itself, and everyone else's logins keep their turn.
 """
 
 import asyncio
@@ -11,6 +15,7 @@ import os
 import secrets
 import threading
 import unicodedata
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -51,6 +56,33 @@ def is_common_password(password: str) -> bool:
     return folded in _common_passwords() or folded.strip() in _common_passwords()
 
 
+class _OnePerKey:
+    """At most one holder per key at a time; the others wait in arrival order. Locks exist only
+    while someone holds or waits for them, so memory follows the keys in use."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class PasswordHasher:
     """Hashes and verifies passwords in a bounded pool of low-priority threads."""
 
@@ -70,23 +102,40 @@ class PasswordHasher:
             initializer=_lower_thread_priority,
         )
         self._dummy_hash: str | None = None
+        self._per_account = _OnePerKey()
 
-    async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._hash.hash, normalize_password(password))
+    async def hash(self, password: str, *, account: str) -> str:
+        """Hash a new password of `account` (an email, or an account id)."""
+        async with self._per_account.hold(account):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool, self._hash.hash, normalize_password(password)
+            )
 
-    async def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
-        """Check a password; returns (valid, new hash if the stored one needs upgrading).
+    async def verify(
+        self, password: str, password_hash: str | None, *, account: str
+    ) -> tuple[bool, str | None]:
+        """Check a password of `account` (an email, or an account id); returns (valid, new hash
+        if the stored one needs upgrading).
 
         With no stored hash (unknown account), a dummy hash is verified anyway, so that the
         response time does not tell whether the account exists.
         """
         if password_hash is None:
             password_hash = await self._dummy()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self._hash.verify_and_update, normalize_password(password), password_hash
-        )
+        async with self._per_account.hold(account):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool,
+                self._hash.verify_and_update,
+                normalize_password(password),
+                password_hash,
+            )
+
+    @property
+    def accounts_hashing(self) -> int:
+        """How many accounts have a hash queued or running (each at most one)."""
+        return len(self._per_account)
 
     async def warm_up(self) -> None:
         """Make the dummy hash before the first login, so that login is not slower for it."""
@@ -94,7 +143,10 @@ class PasswordHasher:
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+            loop = asyncio.get_running_loop()
+            self._dummy_hash = await loop.run_in_executor(
+                self._pool, self._hash.hash, secrets.token_urlsafe(16)
+            )
         return self._dummy_hash
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ algorithm of that key. Only then are the claims checked, so `token_expired` is o
 an authentic token.
 """
 
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ class Principal:
 
     subject: str
     provider: AuthProvider
-    issued_at: int
+    issued_at: float
     expires_at: int
     email: str | None = None
     name: str | None = None
@@ -173,7 +172,7 @@ def _principal(claims: dict[str, Any], issuer: TrustedIssuer) -> Principal:
     return Principal(
         subject=subject,
         provider=issuer.provider,
-        issued_at=int(issued_at),
+        issued_at=float(issued_at),
         expires_at=int(expires_at),
         email=email if isinstance(email, str) else None,
         name=name if isinstance(name, str) else None,
@@ -199,13 +198,12 @@ class AccessTokenIssuer:
         """A new access token for `subject`.
 
         `not_before` is the user's "tokens valid after" instant: tokens are refused when their
-        `iat` is earlier, and `iat` has whole-second resolution, so a token issued in the same
-        second as a logout-all gets an `iat` rounded up to the next second (within the leeway).
+        `iat` is earlier. `iat` has microseconds (a JWT NumericDate may have a fraction), so a
+        token issued right after a logout-all is valid, and one issued just before it is not.
         """
-        now = time.time()
-        issued_at = int(now)
+        issued_at = round(time.time(), 6)
         if not_before is not None:
-            issued_at = max(issued_at, math.ceil(not_before))
+            issued_at = max(issued_at, not_before)
         expires_at = issued_at + self._lifetime
         token = jwt.encode(
             {

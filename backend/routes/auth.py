@@ -5,7 +5,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 
-from backend.dependencies import CurrentUser, LoginLimit, SessionDep, SignupLimit, runtime_of
+from backend.dependencies import (
+    CurrentUser,
+    LoginLimit,
+    PasswordChangeLimit,
+    RefreshLimit,
+    SessionDep,
+    SignupLimit,
+    runtime_of,
+)
 from backend.errors import ValidationFailed
 from backend.openapi import (
     BEARER_ERRORS,
@@ -216,11 +224,15 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
     that, the account answers 429 even to the right password until the window has passed.
     """
     runtime = runtime_of(request)
-    account = await users.authenticate(
+    account, password_hash = await users.authenticate(
         runtime.db, runtime.hasher, runtime.lockout, email=body.email, password=body.password
     )
     auth = await sessions.start_session(
-        session, runtime.access_tokens, account, policy=runtime.session_policy
+        session,
+        runtime.access_tokens,
+        account,
+        policy=runtime.session_policy,
+        password_hash=password_hash,
     )
     return _session_response(request, auth)
 
@@ -230,19 +242,28 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
     response_model=AuthResponse,
     summary="Refresh the tokens",
     operation_id="refreshTokens",
+    dependencies=[RefreshLimit],
     responses={
-        **success_response(200, description=f"New tokens: {_TOKENS}", example=AUTH_EXAMPLE),
+        **success_response(
+            200,
+            description=f"New tokens: {_TOKENS}",
+            example=AUTH_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+        ),
         **problem_responses(
             "validation_error",
             "invalid_refresh_token",
             "refresh_token_reused",
+            "rate_limited",
             *BODY_ERRORS,
             descriptions={
                 400: "Invalid input, or no refresh token at all (neither in the body nor in the "
                 "cookie).",
                 401: "The refresh token is unknown, expired, revoked or not a refresh token "
-                "(`invalid_refresh_token`), or it was already used, so its session is now "
-                "ended (`refresh_token_reused`).",
+                "(`invalid_refresh_token`), or it is a token of its session that was already "
+                "used (or copied and altered), so the session is now ended "
+                "(`refresh_token_reused`).",
+                429: "Too many refreshes from this client (`REFRESH_RATE_LIMIT`).",
             },
             invalid=_NO_REFRESH_TOKEN,
         ),
@@ -252,7 +273,8 @@ async def refresh(body: RefreshBody, session: SessionDep, request: Request) -> R
     """Trade a refresh token for a new access token and a **new** refresh token.
 
     Each refresh token works once. Presenting one again ends its whole session (every refresh
-    token that descends from the same login) and answers 401 `refresh_token_reused`.
+    token that descends from the same login) and answers 401 `refresh_token_reused`. Refreshes
+    are limited per client IP (`REFRESH_RATE_LIMIT`).
     """
     runtime = runtime_of(request)
     auth = await sessions.refresh(
@@ -312,21 +334,27 @@ async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -
     response_model=AuthResponse,
     summary="Change the password",
     operation_id="changePassword",
+    dependencies=[PasswordChangeLimit],
     responses={
         **success_response(
             200,
             description=f"The password is changed and earlier tokens stop working: {_TOKENS}",
             example=AUTH_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
         ),
         **problem_responses(
             "validation_error",
             "wrong_password",
             "weak_password",
+            "rate_limited",
             *BEARER_ERRORS,
             *BODY_ERRORS,
             descriptions={
                 400: "Invalid input, a current password that is not right, or a very common "
-                "new password."
+                "new password.",
+                429: "Too many password changes for this user (`PASSWORD_CHANGE_RATE_LIMIT`), "
+                "or too many wrong passwords for this account, counted with failed logins "
+                "(`LOGIN_LOCKOUT`).",
             },
             invalid=(
                 ["body", "new_password"],
@@ -340,12 +368,17 @@ async def change_password(
     body: PasswordBody, user: CurrentUser, session: SessionDep, request: Request
 ) -> Response:
     """Change the password and answer with fresh tokens. Every token issued before the change,
-    access and refresh, the caller's own included, stops working."""
+    access and refresh, the caller's own included, stops working.
+
+    Changes are limited per user (`PASSWORD_CHANGE_RATE_LIMIT`), and a wrong current password
+    counts as a failed login of the account (`LOGIN_LOCKOUT`): past that, even the right one is
+    429 until the window has passed."""
     runtime = runtime_of(request)
     auth = await sessions.change_password(
         runtime.db,
         session,
         runtime.hasher,
+        runtime.lockout,
         runtime.access_tokens,
         user,
         current_password=body.current_password,

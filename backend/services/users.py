@@ -75,7 +75,7 @@ async def signup(
     SQLite, the write lock) is held while the hash is computed.
     """
     check_password_strength(password)
-    password_hash = await hasher.hash(password)
+    password_hash = await hasher.hash(password, account=email)
     taken = await session.exec(
         select(User.id).where(User.provider == AuthProvider.local, User.email == email)
     )
@@ -103,8 +103,9 @@ async def authenticate(
     *,
     email: str,
     password: str,
-) -> Account:
-    """The local account with this email and password.
+) -> tuple[Account, str]:
+    """The local account with this email and password, and the hash the password matched (a
+    session starts only while it is still the account's: `sessions.start_session`).
 
     Unknown email and wrong password fail the same way, after the same amount of hashing work.
     An email with too many recent failures is refused before any check, whether or not an
@@ -118,8 +119,10 @@ async def authenticate(
             select(User).where(User.provider == AuthProvider.local, User.email == email)
         )
         user = result.first()
-    valid, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
-    if user is None or not valid:
+    valid, upgraded_hash = await hasher.verify(
+        password, user.password_hash if user else None, account=email
+    )
+    if user is None or user.password_hash is None or not valid:
         raise InvalidCredentials()
     await lockout.succeeded(email)
     if upgraded_hash is not None:  # the hashing parameters changed since this hash was made
@@ -129,7 +132,8 @@ async def authenticate(
                 .where(USERS.c.id == user.id, USERS.c.password_hash == user.password_hash)
                 .values(password_hash=upgraded_hash, updated_at=utcnow())
             )
-    return account_of(user)
+        return account_of(user), upgraded_hash
+    return account_of(user), user.password_hash
 
 
 _ACCOUNT_BY_ID = select(*_ACCOUNT_COLUMNS).where(USERS.c.id == sa.bindparam("subject"))

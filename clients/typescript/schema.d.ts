@@ -147,7 +147,8 @@ export interface paths {
          * @description Trade a refresh token for a new access token and a **new** refresh token.
          *
          *     Each refresh token works once. Presenting one again ends its whole session (every refresh
-         *     token that descends from the same login) and answers 401 `refresh_token_reused`.
+         *     token that descends from the same login) and answers 401 `refresh_token_reused`. Refreshes
+         *     are limited per client IP (`REFRESH_RATE_LIMIT`).
          */
         post: operations["refreshTokens"];
         delete?: never;
@@ -210,6 +211,10 @@ export interface paths {
          * Change the password
          * @description Change the password and answer with fresh tokens. Every token issued before the change,
          *     access and refresh, the caller's own included, stops working.
+         *
+         *     Changes are limited per user (`PASSWORD_CHANGE_RATE_LIMIT`), and a wrong current password
+         *     counts as a failed login of the account (`LOGIN_LOCKOUT`): past that, even the right one is
+         *     429 until the window has passed.
          */
         post: operations["changePassword"];
         delete?: never;
@@ -1579,6 +1584,9 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1610,7 +1618,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The refresh token is unknown, expired, revoked or not a refresh token (`invalid_refresh_token`), or it was already used, so its session is now ended (`refresh_token_reused`). Codes: `invalid_refresh_token`, `refresh_token_reused`. */
+            /** @description The refresh token is unknown, expired, revoked or not a refresh token (`invalid_refresh_token`), or it is a token of its session that was already used (or copied and altered), so the session is now ended (`refresh_token_reused`). Codes: `invalid_refresh_token`, `refresh_token_reused`. */
             401: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1634,6 +1642,20 @@ export interface operations {
             415: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many refreshes from this client (`REFRESH_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1775,6 +1797,9 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1831,6 +1856,20 @@ export interface operations {
             415: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many password changes for this user (`PASSWORD_CHANGE_RATE_LIMIT`), or too many wrong passwords for this account, counted with failed logins (`LOGIN_LOCKOUT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
