@@ -13,7 +13,6 @@ refresh run one after the other, so revocation wins every race, in one lock orde
 """
 
 import hashlib
-import random
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -37,9 +36,6 @@ from backend.models import USERS, AuthProvider, RefreshToken, User, utcnow
 from backend.ratelimit import LoginLockout
 from backend.schemas import AuthResponse, UserRead
 from backend.services.users import Account, account_of, check_password_strength
-
-# Expired refresh tokens are deleted now and then while sessions start (and by `todo-api purge`).
-PURGE_PROBABILITY = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +139,12 @@ async def start_session(
 
     `password_hash` is the hash a login checked the password against: the session starts only
     if it is still the account's, so a login that raced a password change with the old password
-    loses. Beyond `policy.max_sessions`, the user's oldest sessions end.
+    loses. Beyond `policy.max_sessions`, the user's oldest sessions end, and the user's expired
+    ones are deleted (`purge_expired` deletes everyone's).
     """
     user = await _lock_user(session, account.id)
     if user is None or (password_hash is not None and user.password_hash != password_hash):
         raise InvalidCredentials()
-    if random.random() < PURGE_PROBABILITY:  # noqa: S311 (not security-relevant)
-        await purge_expired(session)
     now = utcnow()
     keep = (
         select(RefreshToken.id)
@@ -310,7 +305,7 @@ async def change_password(
 
 
 async def purge_expired(session: AsyncSession) -> int:
-    """Delete refresh tokens past their end. Used and revoked tokens are kept until then, so
-    that a reused one is still recognised as such."""
+    """Delete the sessions whose current token has expired (idle or at the session's end):
+    nothing can refresh them any more."""
     result = await session.exec(delete(RefreshToken).where(col(RefreshToken.expires_at) < utcnow()))
     return result.rowcount
