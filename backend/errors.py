@@ -249,11 +249,20 @@ def _loc_text(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates spelled as escapes (`\\udcff`): a query parameter's name may
+    hold one, and UTF-8 (so the JSON answer) cannot."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
     """FastAPI's error entries without `input` and `ctx`, which may echo secrets (passwords)."""
     errors = []
     for error in raw:
-        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        loc = [
+            part if isinstance(part, int) else _encodable(str(part))
+            for part in error.get("loc", ())
+        ]
         msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         errors.append({"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))})
     return errors
