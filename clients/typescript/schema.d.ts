@@ -1227,7 +1227,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["CompleteRequest"] | null;
+                "application/json": components["schemas"]["CompleteRequest"];
             };
         };
         responses: {
