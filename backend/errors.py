@@ -288,11 +288,12 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 def _allowed_methods(request: Request) -> str:
     """Every method the path serves. Starlette's 405 names only those of the first route that
-    matches the path, and a path with several routes (GET and POST) has one route per method."""
+    matches the path, and a path with several routes (GET and POST) has one route per method.
+    HEAD is served wherever GET is (`middleware.HeadMiddleware`)."""
     routes = request.app.router.routes
 
     def routed(method: str) -> bool:
-        scope = {**request.scope, "method": method}
+        scope = {**request.scope, "method": "GET" if method == "HEAD" else method}
         return any(route.matches(scope)[0] == Match.FULL for route in routes)
 
     return ", ".join(method for method in _METHODS if routed(method))
@@ -305,8 +306,9 @@ def _http_error_handler(request: Request, exc: Exception) -> Response:
     if status == 404:
         detail = "No such route or resource."
     elif status == 405:
-        detail = f"Method {request.method} is not allowed here."
+        # Not the method by name: a HEAD is asked as GET (`middleware.HeadMiddleware`).
         headers["Allow"] = _allowed_methods(request)
+        detail = f"This path allows only {headers['Allow']}."
     else:
         detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     return problem_response(
