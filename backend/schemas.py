@@ -407,7 +407,10 @@ class TaskListQuery(BaseModel):
         ]
         | None,
         BeforeValidator(_blank_to_none),
-        Field(description="Case-insensitive substring of title or description."),
+        Field(
+            description="Substring of title or description, ignoring case by Unicode full case "
+            "folding (`straße` matches `STRASSE`), the same on every database."
+        ),
     ] = None
     priority: Priority | None = None
     # Calendar dates only: pydantic alone would also read a number as a Unix timestamp.

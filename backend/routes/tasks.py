@@ -133,7 +133,9 @@ async def list_tasks(
 ) -> Response:
     """The caller's tasks, filtered, sorted and paged.
 
-    `total` counts every task that matches the filters. The order is total (ties are broken by
+    `q` matches a substring of the title or description, ignoring case by Unicode full case
+    folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
+    The order is total (ties are broken by
     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
     date come last in either direction.
     """
