@@ -31,9 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.util.concurrency import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -43,11 +41,6 @@ from backend.errors import AppError
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BEGIN_MODE = "todo_sqlite_begin"
 _HOLDS_WRITE_LOCK = "todo_holds_sqlite_write_lock"
-
-
-def casefold_sql(value: str | None) -> str | None:
-    """SQLite's lower() folds ASCII only; searches register this as `casefold()` instead."""
-    return None if value is None else value.casefold()
 
 
 def _sqlite_on_connect(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -60,7 +53,6 @@ def _sqlite_on_connect(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-        dbapi_connection.create_function("casefold", 1, casefold_sql, deterministic=True)
 
     return on_connect
 
@@ -454,29 +446,6 @@ async def execute(
     return count
 
 
-class casefold_contains(FunctionElement[bool]):  # noqa: N801 (SQL function naming)
-    """`casefold_contains(column, text)`: whether `text` occurs in `column`, ignoring case, with
-    `%`, `_` and `\\` in `text` taken literally. PostgreSQL uses ILIKE; SQLite, whose lower() only
-    folds ASCII, compares Python-casefolded values through the `casefold()` SQL function that
-    every connection registers."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-    name = "casefold_contains"
-
-
 def like_pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-@compiles(casefold_contains)
-def _compile_casefold_contains(element: casefold_contains, compiler: Any, **kw: Any) -> str:
-    column, pattern = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"{column} ILIKE {pattern} ESCAPE '\\'"
-
-
-@compiles(casefold_contains, "sqlite")
-def _compile_casefold_contains_sqlite(element: casefold_contains, compiler: Any, **kw: Any) -> str:
-    column, pattern = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"casefold({column}) LIKE casefold({pattern}) ESCAPE '\\'"

@@ -11,6 +11,7 @@
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,7 @@ from backend.auth.tokens import Principal
 from backend.errors import Forbidden, MissingToken
 from backend.ratelimit import client_ip, too_many
 from backend.runtime import Runtime
+from backend.schemas import NOT_UNICODE_TEXT, is_unicode_text
 from backend.services import users
 from backend.services.users import Account
 
@@ -182,8 +184,22 @@ def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awa
     parameters with `openapi.query_parameters(model)`."""
 
     async def parse(request: Request) -> Model:
+        # Starlette decodes percent-escapes that are not UTF-8 to U+FFFD, so a search would
+        # quietly look for something else; here they decode to lone surrogates, and are refused.
+        params = parse_qsl(
+            request.scope["query_string"].decode("latin-1"),
+            keep_blank_values=True,
+            errors="surrogateescape",
+        )
+        if not_text := [name for name, value in params if not is_unicode_text(name + value)]:
+            raise RequestValidationError(
+                [
+                    {"loc": ("query", name), "msg": NOT_UNICODE_TEXT, "type": "string_unicode"}
+                    for name in not_text
+                ]
+            )
         try:
-            return model.model_validate(dict(request.query_params))
+            return model.model_validate(dict(params))
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]

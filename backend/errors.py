@@ -249,11 +249,20 @@ def _loc_text(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates spelled as escapes (`\\udcff`): a query parameter's name may
+    hold one, and UTF-8 (so the JSON answer) cannot."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
     """FastAPI's error entries without `input` and `ctx`, which may echo secrets (passwords)."""
     errors = []
     for error in raw:
-        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        loc = [
+            part if isinstance(part, int) else _encodable(str(part))
+            for part in error.get("loc", ())
+        ]
         msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         errors.append({"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))})
     return errors
@@ -279,11 +288,12 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 def _allowed_methods(request: Request) -> str:
     """Every method the path serves. Starlette's 405 names only those of the first route that
-    matches the path, and a path with several routes (GET and POST) has one route per method."""
+    matches the path, and a path with several routes (GET and POST) has one route per method.
+    HEAD is served wherever GET is (`middleware.HeadMiddleware`)."""
     routes = request.app.router.routes
 
     def routed(method: str) -> bool:
-        scope = {**request.scope, "method": method}
+        scope = {**request.scope, "method": "GET" if method == "HEAD" else method}
         return any(route.matches(scope)[0] == Match.FULL for route in routes)
 
     return ", ".join(method for method in _METHODS if routed(method))
@@ -296,8 +306,9 @@ def _http_error_handler(request: Request, exc: Exception) -> Response:
     if status == 404:
         detail = "No such route or resource."
     elif status == 405:
-        detail = f"Method {request.method} is not allowed here."
+        # Not the method by name: a HEAD is asked as GET (`middleware.HeadMiddleware`).
         headers["Allow"] = _allowed_methods(request)
+        detail = f"This path allows only {headers['Allow']}."
     else:
         detail = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
     return problem_response(

@@ -6,11 +6,16 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from backend.config import Settings, get_settings
 from backend.errors import install_error_handlers
-from backend.middleware import BodyGuardMiddleware, RequestContextMiddleware
+from backend.middleware import (
+    BodyGuardMiddleware,
+    CORSMiddleware,
+    HeadMiddleware,
+    InternalErrorMiddleware,
+    RequestContextMiddleware,
+)
 from backend.openapi import install_docs, install_openapi
 from backend.routes import auth, health, tasks
 from backend.runtime import Runtime
@@ -53,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version("todo-api"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # `/tasks/` is a 404, not a redirect to `/tasks`: the redirect would name the request's
+        # Host header, cost a round trip, and be refused to a browser's preflighted request.
+        redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
         openapi_tags=[
@@ -62,17 +70,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app)
-    # Added innermost first: the request context wraps everything, CORS wraps the body guard.
+    # Added innermost first (see backend/middleware.py): CORS wraps the generic 500, so a browser
+    # can read every answer.
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestContextMiddleware)
 
     # The busiest routes first: the router tries routes in order.

@@ -1,9 +1,16 @@
-"""Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware).
+"""Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware), from the
+outermost in:
 
-`RequestContextMiddleware` is the outermost layer: it gives every request an id, adds the
-security headers, `X-Request-ID` and any headers decided while serving (the rate-limit state,
-put in `scope["state"]["response_headers"]`) to every response, writes the one access-log line,
-and turns anything that escaped the error handlers into a generic problem+json 500.
+`RequestContextMiddleware` gives every request an id, adds the security headers, `X-Request-ID`
+and any headers decided while serving (the rate-limit state, put in
+`scope["state"]["response_headers"]`) to every response, and writes the one access-log line.
+
+`HeadMiddleware` answers HEAD as GET without the body, so routes declare GET only.
+
+`CORSMiddleware` is Starlette's, with refused preflights answered as problem+json.
+
+`InternalErrorMiddleware` turns anything that escaped the error handlers into a generic
+problem+json 500; inside CORS, so that a browser can read it and its request id.
 
 `BodyGuardMiddleware` refuses request bodies over the size limit (413), whether announced by
 `Content-Length` or sent chunked, and bodies that are not JSON (415), before the app reads them.
@@ -16,6 +23,8 @@ import time
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
+from starlette.middleware import cors
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import (
@@ -65,7 +74,6 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started_at = time.perf_counter()
         status = 500
-        response_started = False
         path: str = scope["path"]
         cacheable = path.startswith(_CACHEABLE_PREFIXES)
         extra_headers = [(b"x-request-id", request_id.encode()), *_SECURITY_HEADERS]
@@ -73,9 +81,8 @@ class RequestContextMiddleware:
             extra_headers.append((b"cache-control", b"no-store"))
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
                 status = message["status"]
                 present = {name.lower() for name, _ in message.get("headers", ())}
                 decided = [
@@ -90,12 +97,6 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception as exc:
-            if response_started:
-                access_logger.exception("error after the response started")
-            else:
-                response = internal_error_response(scope, exc)
-                await response(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
             access_logger.info(
@@ -110,6 +111,105 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class HeadMiddleware:
+    """HEAD is GET without the body (RFC 9110): the same status and headers, Content-Length
+    included. Routes declare GET only, so the OpenAPI document has no HEAD operations."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        # In place, and back afterwards: the access log reads the method and the route from it.
+        scope["method"] = "GET"
+        try:
+            await self.app(scope, receive, send_without_body)
+        finally:
+            scope["method"] = "HEAD"
+
+
+class CORSMiddleware(cors.CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as problem+json (400
+    `validation_error`, an error entry per refused request header) instead of text/plain."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refused = self._refused(request_headers)
+        return problem_response(
+            status=400,
+            code="validation_error",
+            detail=f"This cross-origin request is not allowed ({', '.join(refused)}).",
+            request_id=request_id_var.get() or "",
+            errors=[
+                {"loc": ["header", name], "msg": "not allowed by CORS", "type": "cors_refused"}
+                for name in refused
+            ],
+            headers={
+                name: value
+                for name, value in response.headers.items()
+                if not name.startswith("content-")
+            },
+        )
+
+    def _refused(self, request_headers: Headers) -> list[str]:
+        """The request headers that made Starlette refuse the preflight, by the same rules."""
+        refused = []
+        if not self.is_allowed_origin(origin=request_headers["origin"]):
+            refused.append("origin")
+        if request_headers["access-control-request-method"] not in self.allow_methods:
+            refused.append("access-control-request-method")
+        requested = request_headers.get("access-control-request-headers")
+        if (
+            requested is not None
+            and not self.allow_all_headers
+            and any(name.strip().lower() not in self.allow_headers for name in requested.split(","))
+        ):
+            refused.append("access-control-request-headers")
+        if (
+            "access-control-request-private-network" in request_headers
+            and not self.allow_private_network
+        ):
+            refused.append("access-control-request-private-network")
+        return refused
+
+
+class InternalErrorMiddleware:
+    """Anything that escaped the error handlers: a generic problem+json 500, logged with the
+    request id; or only logged, when the response had already started."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            if response_started:
+                access_logger.exception("error after the response started")
+            else:
+                await internal_error_response(scope, exc)(scope, receive, send)
 
 
 class BodyGuardMiddleware:

@@ -127,6 +127,10 @@ class Task(SQLModel, table=True):
     )
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=2000)
+    # What search compares, folded (str.casefold) when written: the same matching on every
+    # engine and database locale, which neither ILIKE nor SQLite's lower() gives.
+    title_folded: str = Field(nullable=False)
+    description_folded: str | None = None
     completed: bool = Field(default=False, nullable=False)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     priority: Priority = Field(default=Priority.medium, sa_type=PriorityRank, nullable=False)

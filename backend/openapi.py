@@ -246,6 +246,15 @@ def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:
     return ()
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a body that may be left out, without FastAPI's `null` alternative: a body
+    `null` is not "no body" (it is a 400)."""
+    alternatives = [s for s in schema.get("anyOf", ()) if s != {"type": "null"}]
+    if len(alternatives) != 1:
+        return schema
+    return {**alternatives[0], **{k: v for k, v in schema.items() if k != "anyOf"}}
+
+
 def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's document, made true: no 422, errors as problem+json, `X-Request-ID` on every
     response. Idempotent, since FastAPI caches the document it returns."""
@@ -256,6 +265,10 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
             operation.get("parameters", []).sort(
                 key=lambda p: path.find("{" + p["name"] + "}") if p["in"] == "path" else len(path)
             )
+            request_body = operation.get("requestBody", {})
+            if not request_body.get("required", False):
+                for media in request_body.get("content", {}).values():
+                    media["schema"] = _not_null(media["schema"])
             responses: dict[str, Any] = operation.get("responses", {})
             responses.pop("422", None)
             bodies = [operation.get("requestBody", {}), *responses.values()]

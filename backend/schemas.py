@@ -20,8 +20,10 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
     StrictStr,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from backend.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from backend.models import Priority
@@ -71,6 +73,19 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def is_unicode_text(value: str) -> bool:
+    """Whether `value` is text that UTF-8 can encode: no lone surrogate (U+D800 to U+DFFF),
+    which JSON can escape (`"\\ud800"`) and a query's bad percent-escapes decode to."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+NOT_UNICODE_TEXT = "must be Unicode text: a lone surrogate (U+D800 to U+DFFF) is not a character"
+
+
 # The JSON Schema `pattern` of the text that `_no_nul` accepts.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 # Text without NUL that holds something besides whitespace (a title, once trimmed).
@@ -105,6 +120,15 @@ class RequestModel(BaseModel):
         if isinstance(data, dict) and (sent := sorted(cls.read_only_fields & data.keys())):
             raise ValueError(f"read-only field(s) cannot be set: {', '.join(sent)}")
         return data
+
+    # Every field of every body, before its own validators: a lone surrogate would otherwise
+    # reach the database (or a hash) and fail there as a 500.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_lone_surrogates(cls, value: Any) -> Any:
+        if isinstance(value, str) and not is_unicode_text(value):
+            raise PydanticCustomError("string_unicode", NOT_UNICODE_TEXT)
+        return value
 
 
 # --- Examples, for the OpenAPI document -------------------------------------------------------
@@ -383,7 +407,10 @@ class TaskListQuery(BaseModel):
         ]
         | None,
         BeforeValidator(_blank_to_none),
-        Field(description="Case-insensitive substring of title or description."),
+        Field(
+            description="Substring of title or description, ignoring case by Unicode full case "
+            "folding (`straße` matches `STRASSE`), the same on every database."
+        ),
     ] = None
     priority: Priority | None = None
     # Calendar dates only: pydantic alone would also read a number as a Unix timestamp.

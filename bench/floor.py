@@ -60,8 +60,8 @@ _GET_SQL = """
 _COUNT_UP_SQL = "UPDATE users SET task_count = task_count + 1 WHERE id = $1 AND task_count < $2"
 _INSERT_SQL = """
     INSERT INTO tasks (id, user_id, title, description, completed, completed_at, priority,
-                       due_date, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       due_date, created_at, updated_at, title_folded, description_folded)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 """
 _TOGGLE_SQL = """
     UPDATE tasks SET completed = NOT completed,
@@ -286,6 +286,7 @@ async def create_task(request: Request) -> Response:
         await connection.execute(
             _INSERT_SQL, task["id"], owner, task["title"], task["description"],
             task["completed"], task["completed_at"], task["priority"], task["due_date"], now, now,
+            task["title"].casefold(), task["description"] and task["description"].casefold(),
         )  # fmt: skip
     location = f"/api/{owner}/tasks/{task['id']}"
     return _json(_task(task), status_code=201, headers={"Location": location})

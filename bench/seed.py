@@ -187,9 +187,14 @@ _USER_COLUMNS = [
     "id", "provider", "email", "name", "password_hash", "task_count", "created_at", "updated_at",
 ]  # fmt: skip
 _TASK_COLUMNS = [
-    "id", "user_id", "title", "description", "completed", "completed_at", "priority", "due_date",
-    "created_at", "updated_at",
+    "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
+    "completed_at", "priority", "due_date", "created_at", "updated_at",
 ]  # fmt: skip
+
+
+def _folded(task: SeedTask) -> tuple[str, str | None]:
+    """The search columns, folded as the service folds them."""
+    return task.title.casefold(), task.description and task.description.casefold()
 
 
 def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
@@ -201,8 +206,8 @@ def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
 
 def _task_record(task: SeedTask) -> tuple[Any, ...]:
     return (
-        task.id, task.user_id, task.title, task.description, task.completed, task.completed_at,
-        task.priority, task.due_date, task.created_at, task.updated_at,
+        task.id, task.user_id, task.title, task.description, *_folded(task), task.completed,
+        task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at,
     )  # fmt: skip
 
 
@@ -248,8 +253,8 @@ def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
 def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
     due_date = None if task.due_date is None else task.due_date.isoformat()
     return (
-        task.id.hex, task.user_id, task.title, task.description, int(task.completed),
-        _sqlite_timestamp(task.completed_at), task.priority, due_date,
+        task.id.hex, task.user_id, task.title, task.description, *_folded(task),
+        int(task.completed), _sqlite_timestamp(task.completed_at), task.priority, due_date,
         _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at),
     )  # fmt: skip
 
@@ -265,8 +270,9 @@ def seed_sqlite(path: Path, dataset: Dataset) -> None:
                 [_sqlite_user_row(user, dataset.password_hash) for user in dataset.users],
             )
             connection.executemany(
-                "INSERT INTO tasks (id, user_id, title, description, completed, completed_at, "
-                "priority, due_date, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (id, user_id, title, description, title_folded, "
+                "description_folded, completed, completed_at, priority, due_date, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_sqlite_task_row(task) for user in dataset.users for task in user.tasks],
             )
     finally:

@@ -97,13 +97,13 @@ def test_revisions_form_one_line() -> None:
         assert Path(revision.path).name.startswith(("2026", "2027", "2028"))
 
 
-def test_sessions_keep_their_current_token_through_0003(fresh_database_url: str) -> None:
-    """From 0002, where every used token had a row: the live token of each session keeps
+def test_sessions_keep_their_current_token_through_0004(fresh_database_url: str) -> None:
+    """From 0003, where every used token had a row: the live token of each session keeps
     working, and the used and revoked rows are gone."""
     config = alembic_config(fresh_database_url)
-    command.upgrade(config, "0002")
+    command.upgrade(config, "0003")
     user_id, family = "legacy-user", uuid.uuid4()
-    live = "a refresh token issued before 0003"
+    live = "a refresh token issued before 0004"
 
     async def seed() -> None:
         engine = create_async_engine(fresh_database_url)
@@ -188,3 +188,67 @@ _USER_COLUMNS = (
     "created_at",
     "updated_at",
 )
+
+
+def test_upgrade_folds_the_search_text_of_stored_tasks(fresh_database_url: str) -> None:
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0002")
+    asyncio.run(_store_tasks_of_0002(fresh_database_url))
+    command.upgrade(config, "head")
+    assert asyncio.run(_folded_texts(fresh_database_url)) == [
+        ("strasse 5", ODYSSEUS.casefold()),
+        ("x", None),
+    ]
+
+
+ODYSSEUS = "Ὀδυσσεύς ΣΑΣ"  # final sigma folds to sigma
+
+
+_TASKS_0002 = sa.table(
+    "tasks",
+    *(sa.column(name, sa.String()) for name in ("user_id", "title", "description")),
+    sa.column("id", sa.Uuid()),
+    sa.column("completed", sa.Boolean()),
+    sa.column("priority", sa.Integer()),
+    *(sa.column(name, sa.DateTime(timezone=True)) for name in ("created_at", "updated_at")),
+)
+_USERS_0002 = sa.table(
+    "users",
+    *(sa.column(name, sa.String()) for name in ("id", "provider", "email")),
+    sa.column("task_count", sa.Integer()),
+    *(sa.column(name, sa.DateTime(timezone=True)) for name in ("created_at", "updated_at")),
+)
+
+
+async def _store_tasks_of_0002(url: str) -> None:
+    now = datetime.now(UTC)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                sa.insert(_USERS_0002),
+                [{"id": "u1", "provider": "local", "email": "a@example.com", "task_count": 2,
+                  "created_at": now, "updated_at": now}],
+            )  # fmt: skip
+            await connection.execute(
+                sa.insert(_TASKS_0002),
+                [
+                    {"id": uuid.uuid4(), "user_id": "u1", "title": title, "description": text,
+                     "completed": False, "priority": 2, "created_at": now, "updated_at": now}
+                    for title, text in (("STRASSE 5", ODYSSEUS), ("X", None))
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _folded_texts(url: str) -> list[tuple[str, str | None]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                sa.text("SELECT title_folded, description_folded FROM tasks ORDER BY title_folded")
+            )
+            return [(row[0], row[1]) for row in result]
+    finally:
+        await engine.dispose()

@@ -307,8 +307,8 @@ async def test_405_names_every_method_of_the_path(
     # Starlette named only the methods of the first route of the path (`Allow: GET`).
     tasks = await client.request("OPTIONS", user.tasks_url, headers=user.headers)
     assert tasks.status_code == 405
-    assert tasks.headers["allow"] == "GET, POST"
+    assert tasks.headers["allow"] == "GET, HEAD, POST"
     one = await client.request("OPTIONS", f"{user.tasks_url}/{uuid.uuid4()}")
-    assert one.headers["allow"] == "DELETE, GET, PUT"
+    assert one.headers["allow"] == "DELETE, GET, HEAD, PUT"
     complete = await client.get(f"{user.tasks_url}/{uuid.uuid4()}/complete")
     assert complete.headers["allow"] == "PATCH"

@@ -69,6 +69,27 @@ async def test_search_is_literal_and_case_insensitive_beyond_ascii(
     assert (await listed(client, user, "q=%20%20"))["total"] == 5  # blank q means no filter
 
 
+async def test_search_folds_case_fully_and_alike_on_both_engines(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    # Unicode full case folding (Python's str.casefold) on every engine and database locale:
+    # ß is ss, final sigma is sigma, İ is i + a combining dot.
+    await create(client, user, title="STRASSE 5")
+    await create(client, user, title="Call mum", description="Straße 7")
+    await create(client, user, title="İstanbul trip")
+    await create(client, user, title="ΟΔΟΣ ΑΘΗΝΑΣ")
+    await create(client, user, title="plain ASCII")
+    for q in ("straße", "STRASSE", "strasse", "StraSSe"):
+        assert sorted(titles(await listed(client, user, f"q={q}"))) == ["Call mum", "STRASSE 5"]
+    for q in ("İSTANBUL", "i̇stanbul"):
+        assert titles(await listed(client, user, f"q={q}")) == ["İstanbul trip"]
+    for q in ("οδος", "ΟΔΟΣ", "αθηνας", "αθηνασ"):
+        assert titles(await listed(client, user, f"q={q}")) == ["ΟΔΟΣ ΑΘΗΝΑΣ"]
+    for q in ("ascii", "PLAIN", "n aS"):
+        assert titles(await listed(client, user, f"q={q}")) == ["plain ASCII"]
+    assert (await listed(client, user, "q=ss"))["total"] == 2
+
+
 @pytest.mark.parametrize(
     "query",
     [

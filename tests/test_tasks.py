@@ -425,6 +425,24 @@ async def test_patch_with_a_bad_body_is_400(
     assert (await client.get(f"{user.tasks_url}/{task['id']}", headers=user.headers)).json() == task
 
 
+@pytest.mark.parametrize("body", [b"null", b" null\n"])
+async def test_patch_with_a_null_body_is_400_not_a_toggle(
+    client: httpx.AsyncClient, user: SignedUp, body: bytes
+) -> None:
+    # Only a body left out toggles; `null` is a body, and not `{completed: bool}`.
+    task = await create(client, user)
+    response = await client.patch(
+        f"{user.tasks_url}/{task['id']}/complete",
+        content=body,
+        headers={**user.headers, "content-type": "application/json"},
+    )
+    problem = assert_problem(response, 400, "validation_error")
+    assert problem["errors"] == [
+        {"loc": ["body"], "msg": "must be {completed: bool}, or left out", "type": "model_type"}
+    ]
+    assert (await client.get(f"{user.tasks_url}/{task['id']}", headers=user.headers)).json() == task
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 

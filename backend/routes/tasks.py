@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
 from backend.dependencies import ConnectionDep, OwnerId, TaskWriteLimit, query_model, runtime_of
+from backend.errors import ValidationFailed
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -132,7 +133,9 @@ async def list_tasks(
 ) -> Response:
     """The caller's tasks, filtered, sorted and paged.
 
-    `total` counts every task that matches the filters. The order is total (ties are broken by
+    `q` matches a substring of the title or description, ignoring case by Unicode full case
+    folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
+    The order is total (ties are broken by
     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
     date come last in either direction.
     """
@@ -286,9 +289,14 @@ async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Res
 )
 @single_statement  # one UPDATE ... RETURNING: atomic without a transaction around it
 async def complete_task(
-    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: CompleteBody = None
+    owner: OwnerId, db: ConnectionDep, task_id: TaskId, request: Request, body: CompleteBody = None
 ) -> Response:
     """Without a body, toggle the task's state; with `{"completed": true|false}`, set it
     (idempotent). `{}` is a 400. `completed_at` follows the state."""
+    if body is None and await request.body():
+        # FastAPI reads the body `null` as no body at all; only a body left out toggles.
+        raise ValidationFailed(
+            "must be {completed: bool}, or left out", loc=("body",), type_="model_type"
+        )
     completed = None if body is None else body.completed
     return json_response(await tasks.set_completed(db, owner, task_id, completed))

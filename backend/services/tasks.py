@@ -28,14 +28,16 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, func, insert, select, update
 
-from backend.db import casefold_contains, execute, fetch_all, like_pattern
+from backend.db import execute, fetch_all, like_pattern
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
 from backend.schemas import TaskListQuery, TaskPage, TaskRead, TaskSort, TaskStatus, TaskWrite
 
 _t = TASKS.c
-_COLUMNS = tuple(TASKS.columns)
 _WRITABLE = ("title", "description", "completed", "priority", "due_date")
+# Written with the text they fold, read only by search.
+_FOLDED = ("title_folded", "description_folded")
+_COLUMNS = tuple(column for column in TASKS.columns if column.name not in _FOLDED)
 _SORT_COLUMNS: dict[str, Any] = {
     "created_at": _t.created_at,
     "updated_at": _t.updated_at,
@@ -93,7 +95,10 @@ def _list_statements(
     if search:
         pattern: sa.BindParameter[str] = sa.bindparam("pattern")
         filters.append(
-            sa.or_(casefold_contains(_t.title, pattern), casefold_contains(_t.description, pattern))
+            sa.or_(
+                _t.title_folded.like(pattern, escape="\\"),
+                _t.description_folded.like(pattern, escape="\\"),
+            )
         )
     if priority:
         filters.append(_t.priority == sa.bindparam("priority"))
@@ -134,7 +139,7 @@ async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskList
     )
     params: dict[str, Any] = {}
     if query.q is not None:
-        params["pattern"] = like_pattern(query.q)
+        params["pattern"] = like_pattern(query.q.casefold())
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
@@ -172,7 +177,7 @@ _COUNT_ONE_MORE = (
     .values(task_count=USERS.c.task_count + 1)
 )
 _INSERT = insert(TASKS)
-_NEW_TASK_COLUMNS = ("id", *_WRITABLE, "completed_at", "created_at", "updated_at")
+_NEW_TASK_COLUMNS = ("id", *_WRITABLE, *_FOLDED, "completed_at", "created_at", "updated_at")
 # The same two in one statement, where the database can: the insert takes its owner from the
 # counting UPDATE (a WITH clause), so it inserts nothing when the cap is reached. One statement
 # is atomic on its own: no BEGIN and COMMIT around it, and the owner's row is locked for the
@@ -196,6 +201,7 @@ async def create_task(
     values = {
         "id": uuid.uuid4(),
         **data.model_dump(include=set(_WRITABLE)),
+        **_folded(data),
         "completed_at": now if data.completed else None,
         "created_at": now,
         "updated_at": now,
@@ -211,8 +217,17 @@ async def create_task(
     return TaskRead.model_validate({"user_id": owner_id, **values})
 
 
+def _folded(data: TaskWrite) -> dict[str, str | None]:
+    """What search compares: Unicode full case folding, the same for the query (`list_tasks`)."""
+    description = data.description
+    return {
+        "title_folded": data.title.casefold(),
+        "description_folded": None if description is None else description.casefold(),
+    }
+
+
 # Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
-_NEW = {name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in _WRITABLE}
+_NEW = {name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in (*_WRITABLE, *_FOLDED)}
 # SET expressions see the row as it was: whether the PUT changes anything (nullable fields
 # compared null-safely), and whether the task was completed already.
 _UNCHANGED = sa.and_(*(_t[name].is_not_distinct_from(_NEW[name]) for name in _WRITABLE))
@@ -240,7 +255,7 @@ async def replace_task(
     """Replace the writable fields in one statement (the route is `@single_statement`): a PUT
     that changes nothing leaves `updated_at` as it was; `completed_at` is kept while the task
     stays completed, set when it becomes completed, cleared when it is reopened."""
-    new_values = data.model_dump(include=set(_WRITABLE))
+    new_values = {**data.model_dump(include=set(_WRITABLE)), **_folded(data)}
     rows = await _rows(
         connection,
         _REPLACE,

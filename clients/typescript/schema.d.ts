@@ -15,7 +15,9 @@ export interface paths {
          * List tasks
          * @description The caller's tasks, filtered, sorted and paged.
          *
-         *     `total` counts every task that matches the filters. The order is total (ties are broken by
+         *     `q` matches a substring of the title or description, ignoring case by Unicode full case
+         *     folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
+         *     The order is total (ties are broken by
          *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
          *     date come last in either direction.
          */
@@ -682,7 +684,7 @@ export interface operations {
         parameters: {
             query?: {
                 status?: components["schemas"]["TaskStatus"];
-                /** @description Case-insensitive substring of title or description. */
+                /** @description Substring of title or description, ignoring case by Unicode full case folding (`straße` matches `STRASSE`), the same on every database. */
                 q?: string | null;
                 priority?: components["schemas"]["Priority"] | null;
                 /** @description Inclusive upper bound on due_date (YYYY-MM-DD). */
@@ -1232,7 +1234,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["CompleteRequest"] | null;
+                "application/json": components["schemas"]["CompleteRequest"];
             };
         };
         responses: {
