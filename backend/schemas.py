@@ -324,6 +324,38 @@ class TaskCreate(TaskWrite):
     )
 
 
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """At least one field, and no `default` shown for the fields that cannot be null."""
+    schema["minProperties"] = 1
+    schema["examples"] = [{"due_date": "2026-12-24"}]
+    for name in ("title", "completed", "priority"):
+        schema["properties"][name].pop("default", None)
+
+
+class TaskPatch(RequestModel):
+    """Some writable fields of a task (JSON merge patch): a field left out is kept, `null`
+    clears `description` or `due_date`; `title`, `completed` and `priority` cannot be null."""
+
+    read_only_fields: ClassVar[frozenset[str]] = TaskWrite.read_only_fields
+    model_config = ConfigDict(json_schema_extra=_patch_schema)
+
+    # Not nullable: a `null` sent for these is refused by their type (an Optional type would
+    # report each failure twice, once per member of the union). The default only stands for
+    # "left out": pydantic does not validate it, the document does not show it, and only the
+    # fields that were sent are read (`model_fields_set`).
+    title: Title = Field(default=None)  # type: ignore[assignment]
+    description: Description = None
+    completed: StrictBool = Field(default=None)  # type: ignore[assignment]
+    priority: Priority = Field(default=None)  # type: ignore[assignment]
+    due_date: DueDate = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("a patch changes at least one field")
+        return self
+
+
 class TaskReplace(TaskWrite):
     """The whole task: fields that are left out are reset to their defaults."""
 

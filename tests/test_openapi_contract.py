@@ -53,6 +53,7 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "createTask": {201, 409, 429} | OWNER | BODY,
     "getTask": {200, 404} | OWNER,
     "replaceTask": {200, 404, 429} | OWNER | BODY,
+    "patchTask": {200, 404, 429} | OWNER | BODY,
     "deleteTask": {204, 429} | OWNER,
     "completeTask": {200, 404, 429} | OWNER | BODY,
 }
@@ -64,6 +65,7 @@ RATE_LIMITED = {
     "changePassword",
     "createTask",
     "replaceTask",
+    "patchTask",
     "deleteTask",
     "completeTask",
 }
@@ -212,6 +214,7 @@ def test_created_tasks_link_to_the_operations_on_them(served_document: dict[str,
     assert {link["operationId"] for link in links.values()} == {
         "getTask",
         "replaceTask",
+        "patchTask",
         "completeTask",
         "deleteTask",
     }

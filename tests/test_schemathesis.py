@@ -309,6 +309,6 @@ async def test_405_names_every_method_of_the_path(
     assert tasks.status_code == 405
     assert tasks.headers["allow"] == "GET, HEAD, POST"
     one = await client.request("OPTIONS", f"{user.tasks_url}/{uuid.uuid4()}")
-    assert one.headers["allow"] == "DELETE, GET, HEAD, PUT"
+    assert one.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
     complete = await client.get(f"{user.tasks_url}/{uuid.uuid4()}/complete")
     assert complete.headers["allow"] == "PATCH"

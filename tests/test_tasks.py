@@ -355,6 +355,130 @@ async def test_put_keeps_completed_at_while_completed_and_clears_it_on_reopen(
     assert reopened["completed_at"] is None
 
 
+# --- PATCH (partial update) --------------------------------------------------------------------
+
+
+async def test_patch_changes_only_the_fields_it_has(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(
+        client, user, title="Old", description="d", priority="high", due_date="2026-12-01"
+    )
+    url = f"{user.tasks_url}/{task['id']}"
+    response = await client.patch(url, json={"title": "  New  "}, headers=user.headers)
+    assert response.status_code == 200, response.text
+    patched = response.json()
+    assert patched == {**task, "title": "New", "updated_at": patched["updated_at"]}
+    assert parse_time(patched["updated_at"]) > parse_time(task["updated_at"])
+    assert (await client.get(url, headers=user.headers)).json() == patched
+
+
+async def test_patch_with_null_clears_a_nullable_field(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(client, user, description="d", due_date="2026-12-01")
+    url = f"{user.tasks_url}/{task['id']}"
+    cleared = (
+        await client.patch(url, json={"description": None, "due_date": None}, headers=user.headers)
+    ).json()
+    assert (cleared["description"], cleared["due_date"]) == (None, None)
+    assert cleared["title"] == task["title"]
+
+
+async def test_patch_that_changes_nothing_keeps_updated_at(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(client, user, title="Same", priority="low")
+    url = f"{user.tasks_url}/{task['id']}"
+    for patch in ({"title": "Same"}, {"priority": "low", "description": None}):
+        same = (await client.patch(url, json=patch, headers=user.headers)).json()
+        assert same == task
+
+
+async def test_patch_completes_and_reopens_with_completed_at(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(client, user)
+    url = f"{user.tasks_url}/{task['id']}"
+    done = (await client.patch(url, json={"completed": True}, headers=user.headers)).json()
+    assert done["completed"] is True and done["completed_at"] is not None
+    renamed = (await client.patch(url, json={"title": "Renamed"}, headers=user.headers)).json()
+    assert renamed["completed_at"] == done["completed_at"]
+    reopened = (await client.patch(url, json={"completed": False}, headers=user.headers)).json()
+    assert (reopened["completed"], reopened["completed_at"]) == (False, None)
+
+
+async def test_patch_search_text_follows_the_new_title(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(client, user, title="Groceries", description="Milk")
+    url = f"{user.tasks_url}/{task['id']}"
+    await client.patch(url, json={"title": "STRASSE"}, headers=user.headers)
+    found = (await client.get(user.tasks_url, params={"q": "straße"}, headers=user.headers)).json()
+    assert [item["id"] for item in found["items"]] == [task["id"]]
+    by_description = (
+        await client.get(user.tasks_url, params={"q": "milk"}, headers=user.headers)
+    ).json()
+    assert by_description["total"] == 1  # the description it kept is still found
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, None),
+        ({"title": None}, "title"),
+        ({"completed": None}, "completed"),
+        ({"priority": None}, "priority"),
+        ({"title": "   "}, "title"),
+        ({"title": "x" * 201}, "title"),
+        ({"priority": "urgent"}, "priority"),
+        ({"due_date": "tomorrow"}, "due_date"),
+        ({"completed": "yes"}, "completed"),
+        ({"id": str(uuid.uuid4())}, None),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+async def test_invalid_patches_are_400_and_change_nothing(
+    client: httpx.AsyncClient, user: SignedUp, body: dict[str, Any], field: str | None
+) -> None:
+    task = await create(client, user)
+    url = f"{user.tasks_url}/{task['id']}"
+    problem = assert_problem(
+        await client.patch(url, json=body, headers=user.headers), 400, "validation_error"
+    )
+    if field is not None:
+        errors = problem["errors"]
+        assert isinstance(errors, list)
+        assert any(error["loc"] == ["body", field] for error in errors), errors
+    assert (await client.get(url, headers=user.headers)).json() == task
+
+
+async def test_patch_of_a_missing_or_foreign_task_is_404(
+    client: httpx.AsyncClient, user: SignedUp, other_user: SignedUp
+) -> None:
+    foreign = await create(client, other_user)
+    for task_id in (foreign["id"], str(uuid.uuid4())):
+        response = await client.patch(
+            f"{user.tasks_url}/{task_id}", json={"title": "Mine now"}, headers=user.headers
+        )
+        assert_problem(response, 404, "not_found")
+    url = f"{other_user.tasks_url}/{foreign['id']}"
+    assert (await client.get(url, headers=other_user.headers)).json() == foreign
+
+
+async def test_patch_accepts_the_merge_patch_media_type(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    task = await create(client, user)
+    response = await client.patch(
+        f"{user.tasks_url}/{task['id']}",
+        content=b'{"priority": "high"}',
+        headers={**user.headers, "Content-Type": "application/merge-patch+json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["priority"] == "high"
+
+
 # --- DELETE ------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from backend.schemas import (
     TaskCreate,
     TaskListQuery,
     TaskPage,
+    TaskPatch,
     TaskRead,
     TaskReplace,
 )
@@ -53,6 +54,7 @@ _TASK_LINKS = {
     for name, operation_id, description in (
         ("GetTask", "getTask", "Read this task again."),
         ("ReplaceTask", "replaceTask", "Replace this task."),
+        ("PatchTask", "patchTask", "Change some fields of this task."),
         ("CompleteTask", "completeTask", "Complete, reopen or toggle this task."),
         ("DeleteTask", "deleteTask", "Delete this task."),
     )
@@ -90,6 +92,16 @@ TaskReplaceBody = Annotated[
                     "due_date": None,
                 },
             )
+        )
+    ),
+]
+TaskPatchBody = Annotated[
+    TaskPatch,
+    Body(
+        openapi_examples=body_examples(
+            due=("Set one field", {"due_date": "2026-12-24"}),
+            clear=("Clear a field", {"description": None}),
+            several=("Several fields", {"title": "Buy oat milk", "priority": "high"}),
         )
     ),
 ]
@@ -228,6 +240,46 @@ async def replace_task(
     `updated_at` as it was. `completed_at` is kept by the server.
     """
     return json_response(await tasks.replace_task(db, owner, task_id, body))
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskRead,
+    summary="Change some fields of a task",
+    operation_id="patchTask",
+    dependencies=[TaskWriteLimit],
+    responses={
+        **success_response(
+            200,
+            description="The task as it now is.",
+            example=COMPLETED_TASK_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "not_found",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input: a malformed id, an empty patch (`{}`), `null` for "
+                "`title`, `completed` or `priority`, or an invalid value.",
+                429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
+            },
+            invalid=(["body", "title"], "may be left out, but not null", "not_null"),
+        ),
+    },
+)
+@single_statement  # one UPDATE ... RETURNING, as PUT
+async def patch_task(
+    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: TaskPatchBody
+) -> Response:
+    """Change the fields the body has and keep the others (JSON merge patch, RFC 7396).
+
+    `null` clears `description` or `due_date`; `title`, `completed` and `priority` cannot be
+    null, and `{}` is a 400. A patch that changes nothing leaves `updated_at` as it was.
+    """
+    return json_response(await tasks.patch_task(db, owner, task_id, body))
 
 
 @router.delete(

@@ -1,4 +1,4 @@
-"""Tasks: list, get, create, replace, delete, complete.
+"""Tasks: list, get, create, replace, patch, delete, complete.
 
 Every statement is scoped by its owner through `_owned()`, which binds the `owner_id` parameter
 that every execution must supply (`_execute`), so a task id alone never reaches a row; another
@@ -31,7 +31,15 @@ from sqlmodel import delete, func, insert, select, update
 from backend.db import execute, fetch_all, like_pattern
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
-from backend.schemas import TaskListQuery, TaskPage, TaskRead, TaskSort, TaskStatus, TaskWrite
+from backend.schemas import (
+    TaskListQuery,
+    TaskPage,
+    TaskPatch,
+    TaskRead,
+    TaskSort,
+    TaskStatus,
+    TaskWrite,
+)
 
 _t = TASKS.c
 _WRITABLE = ("title", "description", "completed", "priority", "due_date")
@@ -198,10 +206,11 @@ async def create_task(
     """Create a task unless the owner holds `max_tasks` already; one statement on PostgreSQL
     (the route is `@single_statement`), two in the write transaction on SQLite."""
     now = utcnow()
+    writable = data.model_dump(include=set(_WRITABLE))
     values = {
         "id": uuid.uuid4(),
-        **data.model_dump(include=set(_WRITABLE)),
-        **_folded(data),
+        **writable,
+        **_folded(writable),
         "completed_at": now if data.completed else None,
         "created_at": now,
         "updated_at": now,
@@ -217,28 +226,40 @@ async def create_task(
     return TaskRead.model_validate({"user_id": owner_id, **values})
 
 
-def _folded(data: TaskWrite) -> dict[str, str | None]:
-    """What search compares: Unicode full case folding, the same for the query (`list_tasks`)."""
-    description = data.description
+# The search text of each text field: what search compares, folded as the query is.
+_FOLDS = {"title_folded": "title", "description_folded": "description"}
+
+
+def _folded(values: dict[str, Any]) -> dict[str, str | None]:
+    """The search text of the text fields among `values`: Unicode full case folding, the same
+    for the query (`list_tasks`)."""
     return {
-        "title_folded": data.title.casefold(),
-        "description_folded": None if description is None else description.casefold(),
+        folded: None if values[name] is None else values[name].casefold()
+        for folded, name in _FOLDS.items()
+        if name in values
     }
 
 
 # Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
+# A field is written when its set_* flag is true (a PUT sets every one, a PATCH those it has),
+# and keeps its value otherwise; its search text with it.
 _NEW = {name: sa.bindparam(f"new_{name}", type_=_t[name].type) for name in (*_WRITABLE, *_FOLDED)}
-# SET expressions see the row as it was: whether the PUT changes anything (nullable fields
+_SETS = {name: sa.bindparam(f"set_{name}", type_=sa.Boolean()) for name in _WRITABLE}
+_AFTER = {
+    name: sa.case((_SETS[_FOLDS.get(name, name)], _NEW[name]), else_=_t[name])
+    for name in (*_WRITABLE, *_FOLDED)
+}
+# SET expressions see the row as it was: whether the write changes anything (nullable fields
 # compared null-safely), and whether the task was completed already.
-_UNCHANGED = sa.and_(*(_t[name].is_not_distinct_from(_NEW[name]) for name in _WRITABLE))
-_REPLACE = (
+_UNCHANGED = sa.and_(*(_t[name].is_not_distinct_from(_AFTER[name]) for name in _WRITABLE))
+_UPDATE = (
     update(TASKS)
     .where(_owned(_BY_ID))
     .values(
         {
-            **_NEW,
+            **_AFTER,
             "completed_at": sa.case(
-                (sa.not_(_NEW["completed"]), sa.null()),
+                (sa.not_(_AFTER["completed"]), sa.null()),
                 (_t.completed, _t.completed_at),
                 else_=_NOW,
             ),
@@ -249,24 +270,42 @@ _REPLACE = (
 )
 
 
-async def replace_task(
-    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, data: TaskWrite
+async def _update(
+    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, values: dict[str, Any]
 ) -> TaskRead:
-    """Replace the writable fields in one statement (the route is `@single_statement`): a PUT
-    that changes nothing leaves `updated_at` as it was; `completed_at` is kept while the task
-    stays completed, set when it becomes completed, cleared when it is reopened."""
-    new_values = {**data.model_dump(include=set(_WRITABLE)), **_folded(data)}
+    """Write `values` (some writable fields) in one UPDATE ... RETURNING: a write that changes
+    nothing leaves `updated_at` as it was; `completed_at` is kept while the task stays
+    completed, set when it becomes completed, cleared when it is reopened."""
+    new = dict.fromkeys((*_WRITABLE, *_FOLDED)) | values | _folded(values)
     rows = await _rows(
         connection,
-        _REPLACE,
+        _UPDATE,
         owner_id,
         task_id=task_id,
         now=utcnow(),
-        **{f"new_{name}": value for name, value in new_values.items()},
+        **{f"set_{name}": name in values for name in _WRITABLE},
+        **{f"new_{name}": value for name, value in new.items()},
     )
     if not rows:
         raise NotFound("No task with this id.")
     return _read(rows[0])
+
+
+async def replace_task(
+    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, data: TaskWrite
+) -> TaskRead:
+    """Replace every writable field, in one statement (the route is `@single_statement`)."""
+    return await _update(connection, owner_id, task_id, data.model_dump(include=set(_WRITABLE)))
+
+
+async def patch_task(
+    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, patch: TaskPatch
+) -> TaskRead:
+    """Write the fields the patch has, keep the others (JSON merge patch), in one statement
+    (the route is `@single_statement`)."""
+    return await _update(
+        connection, owner_id, task_id, patch.model_dump(include=patch.model_fields_set)
+    )
 
 
 _DELETE = delete(TASKS).where(_owned(_BY_ID))

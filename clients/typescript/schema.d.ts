@@ -63,7 +63,14 @@ export interface paths {
         delete: operations["deleteTask"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change some fields of a task
+         * @description Change the fields the body has and keep the others (JSON merge patch, RFC 7396).
+         *
+         *     `null` clears `description` or `due_date`; `title`, `completed` and `priority` cannot be
+         *     null, and `{}` is a 400. A patch that changes nothing leaves `updated_at` as it was.
+         */
+        patch: operations["patchTask"];
         trace?: never;
     };
     "/api/{user_id}/tasks/{task_id}/complete": {
@@ -544,6 +551,36 @@ export interface components {
             limit: number;
             /** Offset */
             offset: number;
+        };
+        /**
+         * TaskPatch
+         * @description Some writable fields of a task (JSON merge patch): a field left out is kept, `null`
+         *     clears `description` or `due_date`; `title`, `completed` and `priority` cannot be null.
+         * @example {
+         *       "due_date": "2026-12-24"
+         *     }
+         */
+        TaskPatch: {
+            /**
+             * Title
+             * @description Trimmed; 1 to 200 characters.
+             * @example Buy milk
+             */
+            title?: string;
+            /**
+             * Description
+             * @example Two litres, semi-skimmed
+             */
+            description?: string | null;
+            /** Completed */
+            completed?: boolean;
+            priority?: components["schemas"]["Priority"];
+            /**
+             * Due Date
+             * @description A calendar date, YYYY-MM-DD.
+             * @example 2026-12-01
+             */
+            due_date?: string | null;
         };
         /** TaskRead */
         TaskRead: {
@@ -1185,6 +1222,139 @@ export interface operations {
             };
             /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
             403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    patchTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+                /** @description The task's id (a UUID). */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TaskPatch"];
+            };
+        };
+        responses: {
+            /** @description The task as it now is. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "title": "Buy milk",
+                     *       "description": "Two litres, semi-skimmed",
+                     *       "completed": true,
+                     *       "completed_at": "2026-11-27T08:15:02.113Z",
+                     *       "priority": "high",
+                     *       "due_date": "2026-12-01",
+                     *       "created_at": "2026-11-26T20:22:38.427Z",
+                     *       "updated_at": "2026-11-27T08:15:02.113Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TaskRead"];
+                };
+            };
+            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
