@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     jwt_private_key_file: Path | None = None
     jwt_issuer: str = Field(default="todo-api", min_length=1)
     jwt_audience: str = Field(default="todo-api", min_length=1)
-    access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
     jwt_leeway_seconds: int = Field(default=10, ge=1, le=300)
     max_token_bytes: int = Field(default=8192, ge=512, le=65536)
     token_cache_size: int = Field(default=10000, ge=0, le=1_000_000)
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     refresh_token_cookie: bool = False
     refresh_cookie_samesite: Literal["strict", "lax", "none"] = "strict"
     max_sessions_per_user: int = Field(default=50, ge=1, le=10000)
+    # Local accounts (signup, login, refresh, logout, password change); off for a deployment
+    # where Better Auth signs everyone in.
+    local_accounts: bool = True
 
     # Better Auth
     better_auth_url: str | None = None
@@ -169,6 +172,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JWT_ISSUER must differ from the Better Auth issuer, so that a token's issuer "
                 "says unambiguously which keys verify it"
+            )
+        if not self.local_accounts and not self.better_auth_url:
+            raise ValueError(
+                "LOCAL_ACCOUNTS=false needs BETTER_AUTH_URL: otherwise nobody could sign in"
             )
         if self.environment == "production":
             self._check_production()

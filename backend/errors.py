@@ -154,6 +154,15 @@ class EmailTaken(AppError):
     default_detail = "An account with this email already exists."
 
 
+class PasswordManagedElsewhere(AppError):
+    status_code = 409
+    code = "password_managed_elsewhere"
+    default_detail = (
+        "This account signs in through its identity provider (Better Auth); change the "
+        "password there."
+    )
+
+
 class TooManyTasks(AppError):
     status_code = 409
     code = "too_many_tasks"

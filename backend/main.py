@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The busiest routes first: the router tries routes in order.
     app.include_router(tasks.router)
+    if settings.local_accounts:
+        app.include_router(auth.local_accounts)
     app.include_router(auth.router)
     app.include_router(health.router)
     install_openapi(app)

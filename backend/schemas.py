@@ -149,7 +149,7 @@ AUTH_EXAMPLE: dict[str, Any] = {
         "KKmdLFQCA"
     ),
     "token_type": "bearer",
-    "expires_in": 3600,
+    "expires_in": 900,
     "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
     "refresh_expires_in": 604800,
 }
@@ -238,7 +238,7 @@ class AuthResponse(BaseModel):
     user: UserRead
     access_token: str = Field(description="An EdDSA-signed JWT; send it as `Bearer <token>`.")
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type)
-    expires_in: int = Field(description="Seconds until the access token expires.", examples=[3600])
+    expires_in: int = Field(description="Seconds until the access token expires.", examples=[900])
     refresh_token: str | None = Field(
         description=(
             "Opaque and single-use: trade it at /api/auth/refresh for new tokens. Null when the "

@@ -1256,3 +1256,46 @@ async def test_names_we_cannot_store_as_given_are_adapted_once(
         assert me.status_code == 200 and me.json()["name"] == stored_name
         again = await stored_user(app, user.id)
         assert again is not None and again.updated_at == stored.updated_at
+
+
+async def test_a_better_auth_user_changes_its_password_through_better_auth(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    server = better_auth["EdDSA"]
+    user = await better_auth_sign_up(server)
+    async with serving(make_settings, better_auth_url=server.base_url) as (_, client):
+        response = await client.post(
+            "/api/auth/password",
+            json={"current_password": "correct-horse-battery-9", "new_password": "a new one, long"},
+            headers=bearer(await user.token()),
+        )
+        assert_problem(response, 409, "password_managed_elsewhere")
+
+
+async def test_local_accounts_can_be_turned_off_for_a_better_auth_only_deployment(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    server = better_auth["EdDSA"]
+    user = await better_auth_sign_up(server)
+    async with serving(make_settings, better_auth_url=server.base_url, local_accounts=False) as (
+        _,
+        client,
+    ):
+        body = {"email": "local@example.com", "password": "correct-horse-battery-9"}
+        for path in ("signup", "login", "refresh", "logout", "password"):
+            response = await client.post(f"/api/auth/{path}", json=body)
+            assert_problem(response, 404, "not_found")
+        document = (await client.get("/openapi.json")).json()
+        assert not {"/api/auth/signup", "/api/auth/login", "/api/auth/refresh"} & set(
+            document["paths"]
+        )
+        token = await user.token()
+        assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
+        assert (await create_task(client, user.id, token)).status_code == 201
+        logout_all = await client.post("/api/auth/logout-all", headers=bearer(token))
+        assert logout_all.status_code == 204
+
+
+def test_turning_off_local_accounts_needs_better_auth(make_settings: SettingsFactory) -> None:
+    with pytest.raises(ValueError, match="LOCAL_ACCOUNTS=false needs BETTER_AUTH_URL"):
+        make_settings(local_accounts=False)

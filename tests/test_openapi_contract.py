@@ -46,7 +46,7 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "refreshTokens": {200, 400, 401, 429, 503} | BODY,
     "logout": {204, 400, 503} | BODY,
     "logoutAll": {204} | BEARER,
-    "changePassword": {200, 400, 429} | BEARER | BODY,
+    "changePassword": {200, 400, 409, 429} | BEARER | BODY,
     "getCurrentUser": {200} | BEARER,
     "getJwks": {200},
     "listTasks": {200} | OWNER,

@@ -40,6 +40,8 @@ from backend.schemas import (
 from backend.services import sessions, users
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=UnitOfWorkRoute)
+# The routes of local accounts, left out (404, and out of the document) with LOCAL_ACCOUNTS=false.
+local_accounts = APIRouter(prefix="/api/auth", tags=["auth"], route_class=UnitOfWorkRoute)
 
 _TOKENS = (
     "the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes "
@@ -143,7 +145,7 @@ def _forget_cookie(request: Request, response: Response) -> Response:
     return response
 
 
-@router.post(
+@local_accounts.post(
     "/signup",
     status_code=201,
     response_model=AuthResponse,
@@ -189,7 +191,7 @@ async def signup(body: SignupBody, session: SessionDep, request: Request) -> Res
     return _session_response(request, auth, status_code=201)
 
 
-@router.post(
+@local_accounts.post(
     "/login",
     response_model=AuthResponse,
     summary="Log in",
@@ -237,7 +239,7 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
     return _session_response(request, auth)
 
 
-@router.post(
+@local_accounts.post(
     "/refresh",
     response_model=AuthResponse,
     summary="Refresh the tokens",
@@ -286,7 +288,7 @@ async def refresh(body: RefreshBody, session: SessionDep, request: Request) -> R
     return _session_response(request, auth)
 
 
-@router.post(
+@local_accounts.post(
     "/logout",
     status_code=204,
     response_class=Response,
@@ -329,7 +331,7 @@ async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -
     return _forget_cookie(request, Response(status_code=204))
 
 
-@router.post(
+@local_accounts.post(
     "/password",
     response_model=AuthResponse,
     summary="Change the password",
@@ -346,12 +348,14 @@ async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -
             "validation_error",
             "wrong_password",
             "weak_password",
+            "password_managed_elsewhere",
             "rate_limited",
             *BEARER_ERRORS,
             *BODY_ERRORS,
             descriptions={
                 400: "Invalid input, a current password that is not right, or a very common "
                 "new password.",
+                409: "A Better Auth user: its password is changed through Better Auth.",
                 429: "Too many password changes for this user (`PASSWORD_CHANGE_RATE_LIMIT`), "
                 "or too many wrong passwords for this account, counted with failed logins "
                 "(`LOGIN_LOCKOUT`).",

@@ -29,6 +29,7 @@ from backend.errors import (
     InvalidCredentials,
     InvalidRefreshToken,
     InvalidToken,
+    PasswordManagedElsewhere,
     RefreshTokenReused,
     WrongPassword,
 )
@@ -278,7 +279,7 @@ async def change_password(
     connection or lock is held through the hashing.
     """
     if account.provider != AuthProvider.local or account.email is None:
-        raise WrongPassword("This account signs in through its identity provider.")
+        raise PasswordManagedElsewhere()
     await lockout.attempt(account.email)
     async with db.session(write=False) as read:
         stored_hash = (
