@@ -374,6 +374,15 @@ async def test_expiry_within_the_leeway_is_accepted(
     assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
 
 
+async def test_a_token_that_lives_its_lifetime_is_accepted(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    now = int(time.time())
+    for exp in (now + 3600, now + 3600 + 5):  # the lifetime, and within the leeway past it
+        token = mint(user.id, iat=now, exp=exp)
+        assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
+
+
 def _tampered(token: str) -> str:
     header, _, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -442,6 +451,17 @@ INVALID_TOKENS: dict[str, Callable[[str], str]] = {
         uid, key=Ed25519PrivateKey.generate(), exp=int(time.time()) - 3600
     ),
     "numeric subject": lambda uid: mint(uid, sub=12345),
+    "NUL in the subject": lambda uid: mint(f"{uid}\x00"),
+    "control character in the subject": lambda uid: mint(f"{uid}\n"),
+    "lone surrogate in the subject": lambda uid: mint(f"{uid}\ud800"),
+    # Ours live ACCESS_TOKEN_EXPIRE_MINUTES (60) from their `iat`, whatever `exp` says.
+    "exp in the year 3 trillion": lambda uid: mint(uid, exp=10**20),
+    "exp 1e20 as a float": lambda uid: mint(uid, exp=1e20),
+    "exp a minute past the lifetime": lambda uid: mint(uid, exp=int(time.time()) + 3660),
+    "issued long ago, expiring later": lambda uid: mint(uid, iat=int(time.time()) - 7200),
+    "infinite exp": lambda uid: mint(uid, exp=float("inf")),
+    "infinite iat": lambda uid: mint(uid, iat=float("-inf")),
+    "huge iat": lambda uid: mint(uid, iat=-(10**400)),
     "unknown user": lambda uid: mint("no-such-user"),
 }
 
