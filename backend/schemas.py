@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from backend.auth.emails import canonical_email, lookup_email
 from backend.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from backend.models import Priority
 
@@ -167,7 +168,7 @@ JWKS_EXAMPLE: dict[str, Any] = {
 Email = Annotated[
     EmailStr,
     BeforeValidator(_strip),
-    AfterValidator(str.lower),
+    AfterValidator(canonical_email),
     Field(max_length=320, examples=["ada@example.com"]),
 ]
 NewPassword = Annotated[
@@ -194,7 +195,7 @@ class SignupRequest(RequestModel):
 
 class LoginRequest(RequestModel):
     email: Annotated[
-        StoredText, BeforeValidator(_strip), AfterValidator(str.lower), Field(max_length=320)
+        StoredText, BeforeValidator(_strip), AfterValidator(lookup_email), Field(max_length=320)
     ] = Field(examples=["ada@example.com"])
     password: Annotated[StrictStr, Field(min_length=1, max_length=1024)] = Field(
         examples=["correct horse battery staple"]

@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from backend.auth.keys import ed25519_thumbprint
 from backend.models import User
-from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SignedUp, sign_up
+from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SignedUp, WithSettings, sign_up
 from tests.test_app import assert_problem
 
 
@@ -211,6 +211,51 @@ async def test_login_returns_a_working_token(client: httpx.AsyncClient, user: Si
     assert (
         await client.get("/api/auth/me", headers=bearer(body["access_token"]))
     ).status_code == 200
+
+
+# One account, however its address is spelled: Unicode normalisation (NFC), case, spaces, and
+# an internationalised domain in Unicode or in punycode.
+EMAIL_SPELLINGS = {
+    "decomposed (e + U+0301)": "jose\u0301@bu\u0308cher.example",
+    "composed": "jos\u00e9@b\u00fccher.example",
+    "upper case, spaces": "  JOSE\u0301@B\u00dcCHER.EXAMPLE ",
+    "punycode domain": "jos\u00e9@xn--bcher-kva.example",
+    "upper-case punycode domain": "JOS\u00c9@XN--BCHER-KVA.EXAMPLE",
+}
+
+
+@pytest.mark.parametrize("signup_as", sorted(EMAIL_SPELLINGS))
+async def test_every_spelling_of_an_email_logs_in_to_one_account(
+    client: httpx.AsyncClient, signup_as: str
+) -> None:
+    user = await sign_up(client, email=EMAIL_SPELLINGS[signup_as])
+    assert user.body["user"]["email"] == "jos\u00e9@b\u00fccher.example"
+    for spelling in EMAIL_SPELLINGS.values():
+        response = await client.post(
+            "/api/auth/login", json={"email": spelling, "password": user.password}
+        )
+        assert response.status_code == 200, (spelling, response.text)
+        assert response.json()["user"]["id"] == user.id
+        again = await client.post(
+            "/api/auth/signup", json={"email": spelling, "password": user.password}
+        )
+        assert_problem(again, 409, "email_taken")
+
+
+async def test_failed_logins_count_against_the_account_however_it_is_spelled(
+    with_settings: WithSettings,
+) -> None:
+    async with with_settings(login_lockout="2/hour") as (client, _):
+        user = await sign_up(client, email=EMAIL_SPELLINGS["composed"])
+        for spelling in ("decomposed (e + U+0301)", "punycode domain"):
+            wrong = await client.post(
+                "/api/auth/login", json={"email": EMAIL_SPELLINGS[spelling], "password": "wrong"}
+            )
+            assert_problem(wrong, 401, "invalid_credentials")
+        locked = await client.post(
+            "/api/auth/login", json={"email": user.email, "password": user.password}
+        )
+        assert_problem(locked, 429, "rate_limited")
 
 
 async def test_unknown_email_and_wrong_password_answer_identically(
