@@ -13,6 +13,7 @@ The hot statements (`fetch_all`, `execute`) go to the driver directly where they
 """
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -37,6 +38,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
 from backend.errors import AppError
+
+# aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
+# it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BEGIN_MODE = "todo_sqlite_begin"
@@ -97,9 +102,12 @@ class _SQLiteWriters:
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
+    # hide_parameters: a database error's message (logged with its traceback when it is a 500)
+    # would otherwise carry the statement's parameters, such as a new user's password hash.
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url,
+            hide_parameters=True,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_seconds,
@@ -111,6 +119,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
         return engine
     engine = create_async_engine(
         settings.database_url,
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,

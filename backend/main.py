@@ -92,6 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(auth.local_accounts)
     app.include_router(auth.router)
     app.include_router(health.router)
-    install_openapi(app)
+    install_openapi(app, settings)
     install_docs(app)
     return app

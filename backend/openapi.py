@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from backend.config import Settings
 from backend.errors import (
     PROBLEM_MEDIA_TYPE,
     AppError,
@@ -332,11 +333,33 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def install_openapi(app: FastAPI) -> None:
+def _refresh_token_in_the_body(document: dict[str, Any]) -> None:
+    """Without the cookie transport, /refresh and /logout need the refresh token in the body:
+    the document says so (FastAPI documents the model, which also serves the cookie transport).
+    Idempotent, as `_rewrite` is."""
+    request = document["components"]["schemas"]["RefreshRequest"]
+    token = request["properties"]["refresh_token"]
+    if "anyOf" in token:
+        token.update(next(s for s in token.pop("anyOf") if s.get("type") != "null"))
+    token["description"] = "The refresh token that signup, login or the last refresh returned."
+    request["required"] = ["refresh_token"]
+    refresh_request = {"$ref": "#/components/schemas/RefreshRequest"}
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            media = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if media.get("schema") == refresh_request:
+                media.get("examples", {}).pop("cookie", None)  # `{}`: only with the cookie
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """The document of this deployment: what it accepts depends on its settings."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return _rewrite(generate())
+        document = _rewrite(generate())
+        if not settings.refresh_token_cookie:
+            _refresh_token_in_the_body(document)
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]
 

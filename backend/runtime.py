@@ -37,11 +37,12 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings) -> "Runtime":
         local_keys = LocalKeys.from_settings(settings)
+        lifetime_seconds = settings.access_token_expire_minutes * 60
         access_tokens = AccessTokenIssuer(
             local_keys,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
-            lifetime_seconds=settings.access_token_expire_minutes * 60,
+            lifetime_seconds=lifetime_seconds,
         )
         issuers = [
             TrustedIssuer(
@@ -50,6 +51,7 @@ class Runtime:
                 audience=settings.jwt_audience,
                 keys=local_keys,
                 token_type=ACCESS_TOKEN_TYPE,
+                lifetime_seconds=lifetime_seconds,
             )
         ]
         http = httpx.AsyncClient(follow_redirects=False)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from backend.auth.emails import canonical_email, lookup_email
 from backend.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from backend.models import Priority
 
@@ -191,8 +192,15 @@ JWKS_EXAMPLE: dict[str, Any] = {
 Email = Annotated[
     EmailStr,
     BeforeValidator(_strip),
-    AfterValidator(str.lower),
-    Field(max_length=320, examples=["ada@example.com"]),
+    AfterValidator(canonical_email),
+    Field(
+        max_length=320,
+        description="Trimmed, then it must be a deliverable address: a domain with a dot that is "
+        "not reserved (`.test`, `.local`, `localhost`…), no quoted part nor IP literal, at most "
+        "64 bytes before the `@` and 254 in all (UTF-8). Stored in one form (Unicode NFC, lower "
+        "case, the domain in Unicode: `xn--` punycode is the same address).",
+        examples=["ada@example.com"],
+    ),
 ]
 NewPassword = Annotated[
     StrictStr,
@@ -206,7 +214,11 @@ NewPassword = Annotated[
 DisplayName = Annotated[
     Annotated[StoredText, Field(max_length=100)] | None,
     BeforeValidator(_blank_to_none),
-    Field(default=None, examples=["Ada Lovelace"]),
+    Field(
+        default=None,
+        description="Trimmed; up to 100 characters; blank means none.",
+        examples=["Ada Lovelace"],
+    ),
 ]
 
 
@@ -218,8 +230,12 @@ class SignupRequest(RequestModel):
 
 class LoginRequest(RequestModel):
     email: Annotated[
-        StoredText, BeforeValidator(_strip), AfterValidator(str.lower), Field(max_length=320)
-    ] = Field(examples=["ada@example.com"])
+        StoredText, BeforeValidator(_strip), AfterValidator(lookup_email), Field(max_length=320)
+    ] = Field(
+        description="Compared as at signup: trimmed, Unicode NFC, any case, the domain in "
+        "Unicode or in `xn--` punycode alike.",
+        examples=["ada@example.com"],
+    )
     password: Annotated[StrictStr, Field(min_length=1, max_length=1024)] = Field(
         examples=["correct horse battery staple"]
     )
@@ -296,7 +312,11 @@ Description = Annotated[
 DueDate = Annotated[
     date | None,
     BeforeValidator(_calendar_date),
-    Field(default=None, description="A calendar date, YYYY-MM-DD.", examples=["2026-12-01"]),
+    Field(
+        default=None,
+        description="A calendar date, YYYY-MM-DD, from year 0001.",
+        examples=["2026-12-01"],
+    ),
 ]
 
 
@@ -446,11 +466,16 @@ class TaskListQuery(BaseModel):
     ] = None
     priority: Priority | None = None
     # Calendar dates only: pydantic alone would also read a number as a Unix timestamp.
+    # Their order is a rule between two parameters, which a JSON Schema cannot state: said here.
     due_before: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
-        default=None, description="Inclusive upper bound on due_date (YYYY-MM-DD)."
+        default=None,
+        description="Inclusive upper bound on due_date (YYYY-MM-DD); not earlier than "
+        "`due_after` (400 otherwise).",
     )
     due_after: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
-        default=None, description="Inclusive lower bound on due_date (YYYY-MM-DD)."
+        default=None,
+        description="Inclusive lower bound on due_date (YYYY-MM-DD); not later than "
+        "`due_before` (400 otherwise).",
     )
     sort: TaskSort = Field(
         default=TaskSort.created_at_desc,

@@ -8,7 +8,9 @@ its absence fails the run.
 """
 
 import asyncio
+import logging
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -20,13 +22,16 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
 from backend.auth.keys import generate_private_key_pem
 from backend.config import Settings
+from backend.logs import JsonFormatter
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
+from backend.routes.auth import REFRESH_COOKIE
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -182,7 +187,12 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
 def client_for(
     app: FastAPI, *, base_url: str = "http://testserver", **kwargs: Any
 ) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, **kwargs)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url=base_url,
+        event_hooks={"request": [_secrets_sent], "response": [_secrets_received]},
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -221,6 +231,7 @@ async def sign_up(
     response = await client.post("/api/auth/signup", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
     body = response.json()
+    remember_secrets(password, body["access_token"], body["refresh_token"])
     return SignedUp(body["user"]["id"], email, password, body["access_token"], body)
 
 
@@ -264,3 +275,98 @@ def with_settings(make_settings: SettingsFactory) -> WithSettings:
             yield client, await sign_up(client)
 
     return start
+
+
+# --- No secret in any log line ----------------------------------------------------------------
+# Every record of every logger, at every level (DEBUG included), is kept as the JSON line the
+# service would write, traceback included. After each test, none may hold a password, a token or
+# a password hash that the test used: those sent or received by a test client (`client_for`) or
+# by `sign_up`, and any other a test declares with `remember_secrets`. JWTs and Argon2 hashes
+# are also recognised by their shape, so that one a test never saw is caught too.
+
+# Values shorter than any password the service accepts ("x", "wrong") are not secrets.
+_MIN_SECRET_LENGTH = 8
+_SECRET_SHAPES = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.|\$argon2")
+_SECRET_FIELDS = ("password", "current_password", "new_password", "refresh_token", "token")
+_TOKEN_FIELDS = ("access_token", "refresh_token")
+# What the tests' own HTTP clients log of what they send and receive (tokens in a query string,
+# Better Auth's token headers). The service's only outbound request, the JWKS fetch, holds no
+# secret.
+_TEST_CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+class _EveryLogLine(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+        self.secrets: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(_TEST_CLIENT_LOGGERS):
+            self.lines.append(self.format(record))
+
+    def leaks(self) -> list[str]:
+        return [
+            line
+            for line in self.lines
+            if _SECRET_SHAPES.search(line) or any(secret in line for secret in self.secrets)
+        ]
+
+
+_LOG = _EveryLogLine()
+
+
+def record_log_lines(lines: list[str]) -> None:
+    """Log lines written elsewhere (a server process), to be checked with this test's own."""
+    _LOG.lines.extend(lines)
+
+
+def remember_secrets(*values: object) -> None:
+    """Values that no log line of this test may contain."""
+    _LOG.secrets.update(
+        value for value in values if isinstance(value, str) and len(value) >= _MIN_SECRET_LENGTH
+    )
+
+
+async def _secrets_sent(request: httpx.Request) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        remember_secrets(token.strip())
+    if request.url.path.startswith("/api/auth/"):
+        try:
+            body = orjson.loads(request.content)
+        except (httpx.RequestNotRead, orjson.JSONDecodeError):  # streamed, or not JSON
+            return
+        if isinstance(body, dict):
+            remember_secrets(*(body.get(field) for field in _SECRET_FIELDS))
+
+
+async def _secrets_received(response: httpx.Response) -> None:
+    if not response.request.url.path.startswith("/api/auth/"):
+        return
+    remember_secrets(response.cookies.get(REFRESH_COOKIE))
+    if response.headers.get("content-type") == "application/json":
+        body = orjson.loads(await response.aread())
+        if isinstance(body, dict):
+            remember_secrets(*(body.get(field) for field in _TOKEN_FIELDS))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_log_line() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(_LOG)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(_LOG)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_the_logs() -> Iterator[None]:
+    _LOG.lines.clear()
+    _LOG.secrets.clear()
+    yield
+    leaks = _LOG.leaks()
+    assert not leaks, "log lines with a password, a token or a hash:\n" + "\n".join(leaks[:5])

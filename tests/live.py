@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_SIGNING_KEY
+from tests.conftest import TEST_SIGNING_KEY, record_log_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +78,4 @@ def live_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        record_log_lines(log_path.read_text(errors="replace").splitlines())

@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from backend.auth.keys import ed25519_thumbprint
 from backend.models import User
-from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SignedUp, sign_up
+from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SignedUp, WithSettings, sign_up
 from tests.test_app import assert_problem
 
 
@@ -213,6 +213,51 @@ async def test_login_returns_a_working_token(client: httpx.AsyncClient, user: Si
     ).status_code == 200
 
 
+# One account, however its address is spelled: Unicode normalisation (NFC), case, spaces, and
+# an internationalised domain in Unicode or in punycode.
+EMAIL_SPELLINGS = {
+    "decomposed (e + U+0301)": "jose\u0301@bu\u0308cher.example",
+    "composed": "jos\u00e9@b\u00fccher.example",
+    "upper case, spaces": "  JOSE\u0301@B\u00dcCHER.EXAMPLE ",
+    "punycode domain": "jos\u00e9@xn--bcher-kva.example",
+    "upper-case punycode domain": "JOS\u00c9@XN--BCHER-KVA.EXAMPLE",
+}
+
+
+@pytest.mark.parametrize("signup_as", sorted(EMAIL_SPELLINGS))
+async def test_every_spelling_of_an_email_logs_in_to_one_account(
+    client: httpx.AsyncClient, signup_as: str
+) -> None:
+    user = await sign_up(client, email=EMAIL_SPELLINGS[signup_as])
+    assert user.body["user"]["email"] == "jos\u00e9@b\u00fccher.example"
+    for spelling in EMAIL_SPELLINGS.values():
+        response = await client.post(
+            "/api/auth/login", json={"email": spelling, "password": user.password}
+        )
+        assert response.status_code == 200, (spelling, response.text)
+        assert response.json()["user"]["id"] == user.id
+        again = await client.post(
+            "/api/auth/signup", json={"email": spelling, "password": user.password}
+        )
+        assert_problem(again, 409, "email_taken")
+
+
+async def test_failed_logins_count_against_the_account_however_it_is_spelled(
+    with_settings: WithSettings,
+) -> None:
+    async with with_settings(login_lockout="2/hour") as (client, _):
+        user = await sign_up(client, email=EMAIL_SPELLINGS["composed"])
+        for spelling in ("decomposed (e + U+0301)", "punycode domain"):
+            wrong = await client.post(
+                "/api/auth/login", json={"email": EMAIL_SPELLINGS[spelling], "password": "wrong"}
+            )
+            assert_problem(wrong, 401, "invalid_credentials")
+        locked = await client.post(
+            "/api/auth/login", json={"email": user.email, "password": user.password}
+        )
+        assert_problem(locked, 429, "rate_limited")
+
+
 async def test_unknown_email_and_wrong_password_answer_identically(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:
@@ -374,6 +419,15 @@ async def test_expiry_within_the_leeway_is_accepted(
     assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
 
 
+async def test_a_token_that_lives_its_lifetime_is_accepted(
+    client: httpx.AsyncClient, user: SignedUp
+) -> None:
+    now = int(time.time())
+    for exp in (now + 3600, now + 3600 + 5):  # the lifetime, and within the leeway past it
+        token = mint(user.id, iat=now, exp=exp)
+        assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
+
+
 def _tampered(token: str) -> str:
     header, _, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -442,6 +496,17 @@ INVALID_TOKENS: dict[str, Callable[[str], str]] = {
         uid, key=Ed25519PrivateKey.generate(), exp=int(time.time()) - 3600
     ),
     "numeric subject": lambda uid: mint(uid, sub=12345),
+    "NUL in the subject": lambda uid: mint(f"{uid}\x00"),
+    "control character in the subject": lambda uid: mint(f"{uid}\n"),
+    "lone surrogate in the subject": lambda uid: mint(f"{uid}\ud800"),
+    # Ours live ACCESS_TOKEN_EXPIRE_MINUTES (60) from their `iat`, whatever `exp` says.
+    "exp in the year 3 trillion": lambda uid: mint(uid, exp=10**20),
+    "exp 1e20 as a float": lambda uid: mint(uid, exp=1e20),
+    "exp a minute past the lifetime": lambda uid: mint(uid, exp=int(time.time()) + 3660),
+    "issued long ago, expiring later": lambda uid: mint(uid, iat=int(time.time()) - 7200),
+    "infinite exp": lambda uid: mint(uid, exp=float("inf")),
+    "infinite iat": lambda uid: mint(uid, iat=float("-inf")),
+    "huge iat": lambda uid: mint(uid, iat=-(10**400)),
     "unknown user": lambda uid: mint("no-such-user"),
 }
 

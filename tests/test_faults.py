@@ -22,10 +22,12 @@ from backend.db import translate_driver_error
 from backend.errors import is_outage
 from backend.logs import JsonFormatter
 from tests.conftest import (
+    TEST_SIGNING_KEY,
     SettingsFactory,
     SignedUp,
     asyncpg_dsn,
     client_for,
+    empty_postgres,
     running_app,
     set_postgres_running,
     sign_up,
@@ -361,6 +363,42 @@ async def test_access_log_is_one_json_line_per_request_without_secrets(
     everything = "\n".join(lines)
     for secret in (password, token, signup.json()["refresh_token"], "private title"):
         assert secret not in everything
+
+
+async def test_a_signup_that_postgresql_refuses_logs_no_parameter(
+    postgres_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed INSERT is a 500 whose error log names the statement, to debug with, but none
+    of its parameters: neither the new password's hash nor the email."""
+    await asyncio.to_thread(empty_postgres, postgres_database)
+    email, password = "refused@example.com", "a password that is never logged"
+    connection = await asyncpg.connect(asyncpg_dsn(postgres_database))
+    try:
+        await connection.execute(
+            "CREATE FUNCTION refuse_users() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$;"
+            "CREATE TRIGGER refuse_users BEFORE INSERT ON users "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_users()"
+        )
+        settings = Settings(
+            _env_file=None, database_url=postgres_database, jwt_private_key=TEST_SIGNING_KEY
+        )
+        async with running_app(settings) as app, client_for(app) as client:
+            response = await client.post(
+                "/api/auth/signup", json={"email": email, "password": password}
+            )
+    finally:
+        await connection.execute(
+            "DROP TRIGGER IF EXISTS refuse_users ON users; DROP FUNCTION IF EXISTS refuse_users()"
+        )
+        await connection.close()
+    assert_problem(response, 500, "internal_error")
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    errors = [line for line in lines if '"level":"error"' in line]
+    assert len(errors) == 1 and "INSERT INTO users" in errors[0]
+    assert "refused by a test trigger" in errors[0]
+    for secret in ("$argon2", email, password):
+        assert secret not in "\n".join(lines)
 
 
 async def test_error_logs_carry_the_request_id(

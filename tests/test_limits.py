@@ -14,7 +14,15 @@ import redis.asyncio
 from limits import parse as parse_rate
 
 from backend.ratelimit import client_ip, parse_networks
-from tests.conftest import IN_CI, SettingsFactory, SignedUp, client_for, running_app, sign_up
+from tests.conftest import (
+    IN_CI,
+    SettingsFactory,
+    SignedUp,
+    client_for,
+    remember_secrets,
+    running_app,
+    sign_up,
+)
 from tests.test_app import assert_problem
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -199,8 +207,12 @@ async def test_limits_hold_under_concurrency(
 async def test_an_unreachable_redis_falls_back_to_memory_limits(
     make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    redis_password = "redis-password-that-stays-out-of-the-logs"
+    remember_secrets(redis_password)
     async with limited_client(
-        make_settings, {"redis_url": "redis://127.0.0.1:1/0"}, login_rate_limit="2/minute"
+        make_settings,
+        {"redis_url": f"redis://:{redis_password}@127.0.0.1:1/0"},
+        login_rate_limit="2/minute",
     ) as client:
         statuses = [(await login(client, "a@example.com", "x")).status_code for _ in range(3)]
     assert statuses == [401, 401, 429]

@@ -71,22 +71,22 @@ RATE_LIMITED = {
 }
 
 
-def served_app() -> FastAPI:
+def served_app(**settings: Any) -> FastAPI:
     return create_app(
         Settings(
             _env_file=None,
             database_url="sqlite+aiosqlite:///:memory:",
             jwt_private_key=TEST_SIGNING_KEY,
+            **settings,
         )
     )
 
 
-@pytest.fixture(scope="module")
-def served_document() -> dict[str, Any]:
+def document_served(**settings: Any) -> dict[str, Any]:
     """The document as the app serves it at /openapi.json (it needs no lifespan, no database)."""
 
     async def fetch() -> httpx.Response:
-        transport = httpx.ASGITransport(app=served_app())
+        transport = httpx.ASGITransport(app=served_app(**settings))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.get("/openapi.json")
 
@@ -94,6 +94,12 @@ def served_document() -> dict[str, Any]:
     assert response.status_code == 200
     document: dict[str, Any] = response.json()
     return document
+
+
+@pytest.fixture(scope="module")
+def served_document() -> dict[str, Any]:
+    """The document of the default settings, which `openapi.json` holds."""
+    return document_served()
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -240,16 +246,53 @@ def _examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], A
 
 
 def test_every_example_is_valid_against_its_schema(served_document: dict[str, Any]) -> None:
-    components = served_document["components"]
+    assert _invalid_examples(served_document) == []
+
+
+def _invalid_examples(document: dict[str, Any]) -> list[str]:
+    components = document["components"]
+    invalid = []
     checked = 0
-    for where, schema, example in _examples(served_document):
+    for where, schema, example in _examples(document):
         validator = jsonschema_rs.validator_for(
             {**schema, "components": components}, validate_formats=True
         )
-        errors = [error.message for error in validator.iter_errors(example)]
-        assert errors == [], f"{where}: {errors}"
+        invalid += [f"{where}: {error.message}" for error in validator.iter_errors(example)]
         checked += 1
     assert checked > 50
+    return invalid
+
+
+# --- The deployment's own document ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cookie", [False, True])
+def test_the_refresh_token_is_required_in_the_body_unless_a_cookie_carries_it(
+    cookie: bool,
+) -> None:
+    document = document_served(refresh_token_cookie=cookie)
+    request = document["components"]["schemas"]["RefreshRequest"]
+    token = request["properties"]["refresh_token"]
+    if cookie:
+        assert "required" not in request
+        assert {"type": "null"} in token["anyOf"]
+    else:
+        assert request["required"] == ["refresh_token"]
+        assert token["type"] == "string" and token["minLength"] == 1
+    for path in ("/api/auth/refresh", "/api/auth/logout"):
+        examples = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert ("cookie" in examples["examples"]) is cookie
+    assert _invalid_examples(document) == []
+
+
+def test_what_a_schema_cannot_say_is_in_the_descriptions(served_document: dict[str, Any]) -> None:
+    listing = served_document["paths"]["/api/{user_id}/tasks"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in listing["parameters"]}
+    assert "not earlier than `due_after`" in parameters["due_before"]["description"]
+    assert "not later than `due_before`" in parameters["due_after"]["description"]
+    assert "not listed here is refused" in listing["description"]
+    signup = served_document["components"]["schemas"]["SignupRequest"]["properties"]
+    assert "not reserved" in signup["email"]["description"]
 
 
 # --- TypeScript types and the typed client ------------------------------------------------------

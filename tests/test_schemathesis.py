@@ -102,13 +102,6 @@ def is_documented_refusal(failure: Failure, case: Case[Any], response: Response)
         or (operation == "changePassword" and code == "wrong_password")
         # `format: email` is syntax only; we also refuse reserved domains (`x@y.test`).
         or (operation == "signup" and code == "validation_error" and loc == ["body", "email"])
-        # `refresh_token` may be left out only when the cookie carries it
-        # (REFRESH_TOKEN_COOKIE=true); the schema cannot depend on the deployment's settings.
-        or (
-            operation in {"refreshTokens", "logout"}
-            and loc == ["body", "refresh_token"]
-            and errors[0].get("type") == "missing"
-        )
         # Two valid dates in the wrong order are an empty range, which the contract refuses.
         or (operation == "listTasks" and msg == "due_after must not be later than due_before")
     )

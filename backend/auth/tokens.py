@@ -6,6 +6,7 @@ algorithm of that key. Only then are the claims checked, so `token_expired` is o
 an authentic token.
 """
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,9 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
 MAX_SUBJECT_LENGTH = 64
+# Control characters and lone surrogates: no id of ours or Better Auth's holds one, and
+# PostgreSQL cannot even compare text with NUL or a surrogate (a 500 instead of a 401).
+_NOT_IN_A_SUBJECT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class TrustedIssuer:
     keys: KeySource
     # The `typ` claim this issuer's access tokens carry (ours do; Better Auth's carry none).
     token_type: str | None = None
+    # The lifetime this issuer gives its tokens, when known (ours): a token whose `exp` lies
+    # further from its `iat` was not made by the issuer as configured, and is refused.
+    lifetime_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,18 +161,33 @@ class TokenVerifier:
             raise TokenExpired() from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken() from exc
-        return _Verified(_principal(claims, issuer), issuer.keys, key)
+        return _Verified(_principal(claims, issuer, self._leeway), issuer.keys, key)
 
 
-def _principal(claims: dict[str, Any], issuer: TrustedIssuer) -> Principal:
+_MAX_TIMESTAMP = 10**15
+
+
+def _principal(claims: dict[str, Any], issuer: TrustedIssuer, leeway: int) -> Principal:
     subject, issued_at, expires_at = claims["sub"], claims["iat"], claims["exp"]
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+    if (
+        not isinstance(subject, str)
+        or not 0 < len(subject) <= MAX_SUBJECT_LENGTH
+        or _NOT_IN_A_SUBJECT.search(subject)
+    ):
         raise InvalidToken("The access token's subject is not valid.")
+    # Numbers (not booleans), within a range that a float holds closely enough (10**15 seconds
+    # is thirty million years either way; NaN compares false, so it is refused too).
     if not all(
-        isinstance(value, int | float) and not isinstance(value, bool)
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and abs(value) < _MAX_TIMESTAMP  # before isfinite, which cannot take a huge int
         for value in (issued_at, expires_at)
     ):
         raise InvalidToken("The access token's timestamps are not numbers.")
+    if issuer.lifetime_seconds is not None and (
+        expires_at - issued_at > issuer.lifetime_seconds + leeway
+    ):
+        raise InvalidToken("The access token outlives the lifetime its issuer gives tokens.")
     if issuer.token_type is not None and claims.get("typ") != issuer.token_type:
         raise InvalidToken("This is not an access token.")
     email, name = claims.get("email"), claims.get("name")

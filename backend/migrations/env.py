@@ -45,7 +45,7 @@ def _run(connection: Connection) -> None:
 async def _run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url is not set"
-    engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+    engine = create_async_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -149,7 +149,8 @@ async def list_tasks(
     folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
     The order is total (ties are broken by
     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
-    date come last in either direction.
+    date come last in either direction. A query parameter not listed here is refused (400), and
+    so are `due_after` and `due_before` in the wrong order.
     """
     return json_response(await tasks.list_tasks(db, owner, query))
 

@@ -19,7 +19,8 @@ export interface paths {
          *     folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
          *     The order is total (ties are broken by
          *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
-         *     date come last in either direction.
+         *     date come last in either direction. A query parameter not listed here is refused (400), and
+         *     so are `due_after` and `due_before` in the wrong order.
          */
         get: operations["listTasks"];
         put?: never;
@@ -381,6 +382,7 @@ export interface components {
         LoginRequest: {
             /**
              * Email
+             * @description Compared as at signup: trimmed, Unicode NFC, any case, the domain in Unicode or in `xn--` punycode alike.
              * @example ada@example.com
              */
             email: string;
@@ -474,15 +476,16 @@ export interface components {
         RefreshRequest: {
             /**
              * Refresh Token
-             * @description The refresh token; may be left out when it travels in the cookie.
+             * @description The refresh token that signup, login or the last refresh returned.
              */
-            refresh_token?: string | null;
+            refresh_token: string;
         };
         /** SignupRequest */
         SignupRequest: {
             /**
              * Email
              * Format: email
+             * @description Trimmed, then it must be a deliverable address: a domain with a dot that is not reserved (`.test`, `.local`, `localhost`…), no quoted part nor IP literal, at most 64 bytes before the `@` and 254 in all (UTF-8). Stored in one form (Unicode NFC, lower case, the domain in Unicode: `xn--` punycode is the same address).
              * @example ada@example.com
              */
             email: string;
@@ -494,6 +497,7 @@ export interface components {
             password: string;
             /**
              * Name
+             * @description Trimmed; up to 100 characters; blank means none.
              * @example Ada Lovelace
              */
             name?: string | null;
@@ -533,7 +537,7 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             /**
              * Due Date
-             * @description A calendar date, YYYY-MM-DD.
+             * @description A calendar date, YYYY-MM-DD, from year 0001.
              * @example 2026-12-01
              */
             due_date?: string | null;
@@ -577,7 +581,7 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             /**
              * Due Date
-             * @description A calendar date, YYYY-MM-DD.
+             * @description A calendar date, YYYY-MM-DD, from year 0001.
              * @example 2026-12-01
              */
             due_date?: string | null;
@@ -655,7 +659,7 @@ export interface components {
             priority?: components["schemas"]["Priority"];
             /**
              * Due Date
-             * @description A calendar date, YYYY-MM-DD.
+             * @description A calendar date, YYYY-MM-DD, from year 0001.
              * @example 2026-12-01
              */
             due_date?: string | null;
@@ -724,9 +728,9 @@ export interface operations {
                 /** @description Substring of title or description, ignoring case by Unicode full case folding (`straße` matches `STRASSE`), the same on every database. */
                 q?: string | null;
                 priority?: components["schemas"]["Priority"] | null;
-                /** @description Inclusive upper bound on due_date (YYYY-MM-DD). */
+                /** @description Inclusive upper bound on due_date (YYYY-MM-DD); not earlier than `due_after` (400 otherwise). */
                 due_before?: string | null;
-                /** @description Inclusive lower bound on due_date (YYYY-MM-DD). */
+                /** @description Inclusive lower bound on due_date (YYYY-MM-DD); not later than `due_before` (400 otherwise). */
                 due_after?: string | null;
                 /** @description Sort key; prefix `-` for descending. Ties are broken by id. */
                 sort?: components["schemas"]["TaskSort"];
