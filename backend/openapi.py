@@ -357,7 +357,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
 
     def openapi() -> dict[str, Any]:
         document = _rewrite(generate())
-        if not settings.refresh_token_cookie:
+        if settings.local_accounts and not settings.refresh_token_cookie:
             _refresh_token_in_the_body(document)
         return document
 

@@ -346,8 +346,9 @@ async def _secrets_received(response: httpx.Response) -> None:
     if not response.request.url.path.startswith("/api/auth/"):
         return
     remember_secrets(response.cookies.get(REFRESH_COOKIE))
-    if response.headers.get("content-type") == "application/json":
-        body = orjson.loads(await response.aread())
+    content = await response.aread()
+    if response.headers.get("content-type") == "application/json" and content:  # HEAD: none
+        body = orjson.loads(content)
         if isinstance(body, dict):
             remember_secrets(*(body.get(field) for field in _TOKEN_FIELDS))
 
