@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     better_auth_jwks_url: str | None = None
     better_auth_issuer: str | None = None
     better_auth_audience: str | None = None
+    better_auth_require_verified_email: bool = False
     better_auth_jwks_cache_seconds: int = Field(default=300, ge=1, le=86400)
     better_auth_jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
     better_auth_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)

@@ -154,6 +154,14 @@ class EmailTaken(AppError):
     default_detail = "An account with this email already exists."
 
 
+class EmailNotVerified(AppError):
+    status_code = 403
+    code = "email_not_verified"
+    default_detail = (
+        "This account's email address is not verified yet; verify it, then sign in again."
+    )
+
+
 class PasswordManagedElsewhere(AppError):
     status_code = 409
     code = "password_managed_elsewhere"

@@ -25,6 +25,7 @@ from backend.config import Settings
 from backend.errors import (
     PROBLEM_MEDIA_TYPE,
     AppError,
+    EmailNotVerified,
     EmailTaken,
     Forbidden,
     InvalidCredentials,
@@ -60,6 +61,7 @@ _ERRORS: dict[str, type[AppError]] = {
         InvalidRefreshToken,
         RefreshTokenReused,
         Forbidden,
+        EmailNotVerified,
         NotFound,
         EmailTaken,
         PasswordManagedElsewhere,
@@ -79,7 +81,8 @@ _DETAILS = {
 _STATUS_DESCRIPTIONS = {
     400: "The request is not valid",
     401: "Not authenticated",
-    403: "The path's `{user_id}` is not the caller's",
+    403: "Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's "
+    "email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on",
     404: "No such task (a task of another user is 404 too)",
     409: "Conflict",
     413: "The request body is larger than `MAX_BODY_BYTES`",
@@ -88,7 +91,7 @@ _STATUS_DESCRIPTIONS = {
     503: "The database (or the identity provider) does not answer; try again shortly",
 }
 # The codes every route that reads a bearer token, or takes a JSON body, can answer.
-BEARER_ERRORS = ("missing_token", "invalid_token", "token_expired")
+BEARER_ERRORS = ("missing_token", "invalid_token", "token_expired", "email_not_verified")
 BODY_ERRORS = ("payload_too_large", "unsupported_media_type")
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -73,6 +73,7 @@ class Runtime:
                     issuer=settings.better_auth_token_issuer,
                     audience=settings.better_auth_token_audience,
                     keys=better_auth_keys,
+                    require_verified_email=settings.better_auth_require_verified_email,
                 )
             )
         limiter = RateLimiter(settings)

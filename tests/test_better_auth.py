@@ -1299,3 +1299,31 @@ async def test_local_accounts_can_be_turned_off_for_a_better_auth_only_deploymen
 def test_turning_off_local_accounts_needs_better_auth(make_settings: SettingsFactory) -> None:
     with pytest.raises(ValueError, match="LOCAL_ACCOUNTS=false needs BETTER_AUTH_URL"):
         make_settings(local_accounts=False)
+
+
+async def verify_email(user: BetterAuthUser) -> None:
+    """Mark the user's email as verified on its Better Auth server."""
+    async with _ba_client(user.server) as http:
+        response = await http.post("/test/verify-email", params={"email": user.email})
+    assert response.status_code == 200, response.text
+
+
+async def test_unverified_emails_can_be_refused(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    server = better_auth["EdDSA"]
+    user = await better_auth_sign_up(server)
+    unverified = await user.token()
+    async with serving(make_settings, better_auth_url=server.base_url) as (_, client):
+        # Off by default: Better Auth's own setting decides who may sign in.
+        assert (await client.get("/api/auth/me", headers=bearer(unverified))).status_code == 200
+    async with serving(
+        make_settings, better_auth_url=server.base_url, better_auth_require_verified_email=True
+    ) as (_, client):
+        for path in ("/api/auth/me", f"/api/{user.id}/tasks"):
+            response = await client.get(path, headers=bearer(unverified))
+            assert_problem(response, 403, "email_not_verified")
+        await verify_email(user)
+        verified = await user.token()
+        assert (await client.get("/api/auth/me", headers=bearer(verified))).status_code == 200
+        assert (await create_task(client, user.id, verified)).status_code == 201

@@ -35,7 +35,7 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 # Every status each operation can answer: the contract, route by route.
-BEARER = {401, 503}
+BEARER = {401, 403, 503}
 OWNER = {400, 401, 403, 503}
 BODY = {413, 415}
 EXPECTED_STATUSES: dict[str, set[int]] = {

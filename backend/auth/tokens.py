@@ -22,7 +22,13 @@ from backend.auth.keys import (
     LocalKeys,
     VerificationKey,
 )
-from backend.errors import InvalidToken, MissingToken, ServiceUnavailable, TokenExpired
+from backend.errors import (
+    EmailNotVerified,
+    InvalidToken,
+    MissingToken,
+    ServiceUnavailable,
+    TokenExpired,
+)
 from backend.models import AuthProvider
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
@@ -58,6 +64,8 @@ class TrustedIssuer:
     # The lifetime this issuer gives its tokens, when known (ours): a token whose `exp` lies
     # further from its `iat` was not made by the issuer as configured, and is refused.
     lifetime_seconds: int | None = None
+    # Accept only tokens whose `emailVerified` claim is true (Better Auth's, when configured).
+    require_verified_email: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +198,8 @@ def _principal(claims: dict[str, Any], issuer: TrustedIssuer, leeway: int) -> Pr
         raise InvalidToken("The access token outlives the lifetime its issuer gives tokens.")
     if issuer.token_type is not None and claims.get("typ") != issuer.token_type:
         raise InvalidToken("This is not an access token.")
+    if issuer.require_verified_email and claims.get("emailVerified") is not True:
+        raise EmailNotVerified()
     email, name = claims.get("email"), claims.get("name")
     return Principal(
         subject=subject,

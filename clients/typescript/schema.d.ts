@@ -436,7 +436,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -798,7 +798,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -886,7 +886,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1012,7 +1012,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1111,7 +1111,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1224,7 +1224,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1327,7 +1327,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1460,7 +1460,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The path's `{user_id}` is not the caller's. Codes: `forbidden`. */
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1977,6 +1977,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A Better Auth user: its password is changed through Better Auth. Codes: `password_managed_elsewhere`. */
             409: {
                 headers: {
@@ -2062,6 +2072,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
             503: {
                 headers: {
@@ -2107,6 +2127,16 @@ export interface operations {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
                 };
                 content: {

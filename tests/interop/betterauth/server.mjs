@@ -29,6 +29,8 @@
 //   POST /test/withdraw-key?kid=KID
 //                           removes that key from the key store (what an operator does with a
 //                           compromised key): the JWKS no longer lists it.
+//   POST /test/verify-email?email=EMAIL
+//                           marks the user's email as verified (what a verification link does).
 //   GET  /test/stats        {"jwksRequests": n}: how often the JWKS was served.
 
 import { randomBytes } from "node:crypto";
@@ -81,6 +83,13 @@ function startServer({
         if (index < 0) return json(res, 404, { error: `no key ${kid}` });
         store.jwks.splice(index, 1);
         return json(res, 200, { kid });
+      }
+      if (path === "/test/verify-email" && req.method === "POST") {
+        const email = new URL(req.url, "http://127.0.0.1").searchParams.get("email");
+        const user = store.user.find((candidate) => candidate.email === email);
+        if (!user) return json(res, 404, { error: `no user ${email}` });
+        user.emailVerified = true;
+        return json(res, 200, { email });
       }
       if (path === "/test/stats" && req.method === "GET") {
         return json(res, 200, { jwksRequests });
