@@ -1,7 +1,7 @@
 """The task routes, all under /api/{user_id}/tasks and all owner-scoped."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
@@ -59,6 +59,36 @@ _TASK_LINKS = {
         ("DeleteTask", "deleteTask", "Delete this task."),
     )
 }
+
+
+def _changed_task_responses(
+    description: str,
+    *,
+    invalid_input: str | None = None,
+    invalid: tuple[list[str], str, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """What a route that changes one task answers: the task, or one of the owner's errors."""
+    descriptions = {429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."}
+    if invalid_input is not None:
+        descriptions[400] = invalid_input
+    return {
+        **success_response(
+            200,
+            description=description,
+            example=COMPLETED_TASK_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
+        ),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "not_found",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions=descriptions,
+            **({} if invalid is None else {"invalid": invalid}),
+        ),
+    }
+
 
 TaskCreateBody = Annotated[
     TaskCreate,
@@ -214,22 +244,7 @@ async def get_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Respon
     summary="Replace a task",
     operation_id="replaceTask",
     dependencies=[TaskWriteLimit],
-    responses={
-        **success_response(
-            200,
-            description="The task as it now is.",
-            example=COMPLETED_TASK_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
-        ),
-        **problem_responses(
-            *_OWNER_ERRORS,
-            "not_found",
-            "rate_limited",
-            *BODY_ERRORS,
-            descriptions={429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."},
-        ),
-    },
+    responses=_changed_task_responses("The task as it now is."),
 )
 @single_statement  # one UPDATE ... RETURNING, its SET expressions reading the row as it was
 async def replace_task(
@@ -249,27 +264,12 @@ async def replace_task(
     summary="Change some fields of a task",
     operation_id="patchTask",
     dependencies=[TaskWriteLimit],
-    responses={
-        **success_response(
-            200,
-            description="The task as it now is.",
-            example=COMPLETED_TASK_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
-        ),
-        **problem_responses(
-            *_OWNER_ERRORS,
-            "not_found",
-            "rate_limited",
-            *BODY_ERRORS,
-            descriptions={
-                400: "Invalid input: a malformed id, an empty patch (`{}`), `null` for "
-                "`title`, `completed` or `priority`, or an invalid value.",
-                429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
-            },
-            invalid=(["body", "title"], "may be left out, but not null", "not_null"),
-        ),
-    },
+    responses=_changed_task_responses(
+        "The task as it now is.",
+        invalid_input="Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, "
+        "`completed` or `priority`, or an invalid value.",
+        invalid=(["body", "title"], "may be left out, but not null", "not_null"),
+    ),
 )
 @single_statement  # one UPDATE ... RETURNING, as PUT
 async def patch_task(
@@ -318,27 +318,12 @@ async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Res
     summary="Complete, reopen or toggle a task",
     operation_id="completeTask",
     dependencies=[TaskWriteLimit],
-    responses={
-        **success_response(
-            200,
-            description="The task with its new state.",
-            example=COMPLETED_TASK_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-            links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
-        ),
-        **problem_responses(
-            *_OWNER_ERRORS,
-            "not_found",
-            "rate_limited",
-            *BODY_ERRORS,
-            descriptions={
-                400: "Invalid input: a malformed id, or a body other than `{completed: bool}` "
-                "(`{}` included).",
-                429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
-            },
-            invalid=(["body", "completed"], "Field required", "missing"),
-        ),
-    },
+    responses=_changed_task_responses(
+        "The task with its new state.",
+        invalid_input="Invalid input: a malformed id, or a body other than "
+        "`{completed: bool}` (`{}` included).",
+        invalid=(["body", "completed"], "Field required", "missing"),
+    ),
 )
 @single_statement  # one UPDATE ... RETURNING: atomic without a transaction around it
 async def complete_task(
