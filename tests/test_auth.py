@@ -521,6 +521,36 @@ async def test_invalid_tokens_are_401_invalid_token(
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize(
+    ("issuer", "said"),
+    [
+        ("https://evil.example", '"https://evil.example"'),
+        ("\ud800" + "x" * 300, '"\\ud800' + "x" * 50),  # echoed escaped and shortened
+        (42, "42"),
+    ],
+    ids=["another issuer", "odd text", "not a string"],
+)
+async def test_untrusted_issuer_is_named_with_the_expected_ones(
+    client: httpx.AsyncClient, user: SignedUp, issuer: object, said: str
+) -> None:
+    now = int(time.time())
+    claims = {"sub": user.id, "iat": now, "exp": now + 600, "iss": issuer, "aud": "todo-api"}
+    # Signed by our key, but PyJWT's encoder refuses a non-string `iss`: the JWS layer does not.
+    token = jwt.PyJWS().encode(
+        json.dumps(claims).encode(), OUR_KEY, algorithm="EdDSA", headers={"kid": OUR_KID}
+    )
+    response = await client.get("/api/auth/me", headers=bearer(token))
+    detail = str(assert_problem(response, 401, "invalid_token")["detail"])
+    assert said in detail and '"todo-api"' in detail
+    assert len(detail) < 400
+
+
+async def test_token_without_an_issuer_says_so(client: httpx.AsyncClient, user: SignedUp) -> None:
+    response = await client.get("/api/auth/me", headers=bearer(mint(user.id, drop=("iss",))))
+    detail = str(assert_problem(response, 401, "invalid_token")["detail"])
+    assert "no issuer" in detail and '"todo-api"' in detail
+
+
 async def test_token_of_a_deleted_user_is_401(
     app: FastAPI, client: httpx.AsyncClient, user: SignedUp
 ) -> None:

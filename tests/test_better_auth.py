@@ -626,6 +626,25 @@ async def test_token_of_another_better_auth_server_is_invalid_token(
         assert better_auth_keys(app).fetch_count == 0
 
 
+async def test_untrusted_issuer_says_which_came_and_which_are_expected(
+    ba_users: dict[str, BetterAuthUser], make_settings: SettingsFactory
+) -> None:
+    """The classic mistake: Better Auth serves http://127.0.0.1:port, BETTER_AUTH_URL says
+    http://localhost:port. The 401 names both issuers, so nobody has to guess."""
+    user = ba_users["EdDSA"]
+    token = await user.token()
+    served = user.server.base_url
+    assert served.startswith("http://127.0.0.1:")
+    configured = served.replace("127.0.0.1", "localhost")
+    async with serving(make_settings, better_auth_url=configured) as (app, client):
+        response = await client.get(f"/api/{user.id}/tasks", headers=bearer(token))
+        body = assert_problem(response, 401, "invalid_token")
+        detail = str(body["detail"])
+        assert f'"{served}"' in detail and f'"{configured}"' in detail
+        assert '"todo-api"' in detail  # our own issuer is trusted too
+        assert better_auth_keys(app).fetch_count == 0
+
+
 async def test_server_claiming_the_configured_issuer_with_its_own_keys_is_refused(
     ba_users: dict[str, BetterAuthUser], make_settings: SettingsFactory
 ) -> None:

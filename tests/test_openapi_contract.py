@@ -1,7 +1,8 @@
 """The OpenAPI document is complete and true, the committed `openapi.json` is what the app serves,
 and the committed TypeScript types are what the pinned openapi-typescript makes of it.
 
-The TypeScript tests need Node.js: they install `clients/typescript` with `npm ci` when its
+The TypeScript tests (the types, `tsc`, and the typed client run by Node against a live server)
+need Node.js: they install `clients/typescript` with `npm ci` when its
 node_modules is missing or stale, and skip without `node` and `npm`, except under CI=true, where
 their absence fails the run.
 """
@@ -13,6 +14,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,9 @@ from fastapi import FastAPI
 from backend.cli import main as todo_api
 from backend.config import Settings
 from backend.main import create_app
-from tests.conftest import IN_CI, TEST_SIGNING_KEY
+from tests.conftest import IN_CI, TEST_PASSWORD, TEST_SIGNING_KEY
+from tests.live import live_server
+from tests.test_auth import mint
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_JSON = ROOT / "openapi.json"
@@ -364,3 +369,92 @@ def test_typed_client_compiles(node_tools: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> None:
+    """`clients/typescript/test/live.ts`, compiled with the pinned tsc and run by Node against a
+    real server: every route through the client, with a token provider whose first token has
+    expired (renewed once), and this API's own accounts renewed through /api/auth/refresh."""
+    build = tmp_path / "build"
+    compiled = subprocess.run(
+        [node_tools / "tsc", "-p", CLIENT, "--noEmit", "false", "--rootDir", CLIENT,
+         "--outDir", build],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    (build / "package.json").write_text('{"type": "module"}\n')
+    (build / "node_modules").symlink_to(CLIENT / "node_modules")
+    (build / "run.mjs").write_text(
+        'import { run } from "./test/live.js";\n'
+        "process.stdout.write(JSON.stringify(await run(JSON.parse(process.argv[2]))));\n"
+    )
+    with live_server(tmp_path) as server:
+        email = f"live-{uuid.uuid4().hex[:8]}@example.com"
+        signup = httpx.post(
+            f"{server.url}/api/auth/signup",
+            json={"email": email, "password": TEST_PASSWORD},
+            timeout=30,
+        )
+        assert signup.status_code == 201, signup.text
+        user_id = signup.json()["user"]["id"]
+        expired = mint(user_id, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
+        script_input = {
+            "baseUrl": server.url,
+            "email": email,
+            "password": TEST_PASSWORD,
+            "expiredToken": expired,
+            "freshToken": signup.json()["access_token"],
+        }
+        ran = subprocess.run(
+            ["node", "run.mjs", json.dumps(script_input)],
+            cwd=build, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+
+    every = result["everyRoute"]
+    # The expired token was refused, the provider asked once more (forced), the call retried.
+    assert every["callsAfterFirstList"] == [False, True]
+    assert every["calls"] == [False, True]  # and the fresh token served every later route
+    assert every["firstList"] == {"total": 0, "limit": 20}
+    assert every["me"]["id"] == every["userId"] == user_id and every["me"]["email"] == email
+    created = every["created"]
+    assert (created["title"], created["priority"], created["due_date"]) == (
+        "Buy milk", "high", "2026-12-01",
+    )  # fmt: skip
+    assert every["fetched"] == created
+    replaced = every["replaced"]
+    assert (replaced["title"], replaced["priority"], replaced["due_date"]) == (
+        "Buy oat milk", "medium", None,
+    )  # fmt: skip
+    assert every["toggled"]["completed"] is True and every["toggled"]["completed_at"]
+    assert every["reopened"]["completed"] is False and every["reopened"]["completed_at"] is None
+    assert every["pending"] == {"total": 1, "ids": [created["id"]]}
+    assert every["deletedAgain"] == {"ok": True}
+    assert every["missing"] == {"ok": False, "status": 404, "code": "not_found"}
+    assert every["invalid"] == {"ok": False, "status": 400, "code": "validation_error"}
+    assert every["jwksKeys"] == 1
+    assert every["health"] == {"status": "ok"} and every["ready"] == {"status": "ready"}
+
+    # Three requests refused at once: one renewal.
+    assert result["concurrent"] == {"calls": [False, True], "userIds": [user_id]}
+    # A renewed token that is expired too: one retry, then the error.
+    assert result["twiceExpired"] == {
+        "outcome": {"ok": False, "status": 401, "code": "token_expired"},
+        "calls": [False, True],
+    }
+
+    own = result["own"]
+    assert own["userId"] == own["changedUser"] == own["meAfterChange"] == user_id
+    assert own["refreshedUser"] == user_id
+    assert own["listed"] == 0
+    # The swapped (expired) token got 401, a refresh renewed it, the list was sent once more.
+    assert own["requests"][:4] == [
+        "POST /api/auth/login",
+        f"GET /api/{user_id}/tasks",
+        "POST /api/auth/refresh",
+        f"GET /api/{user_id}/tasks",
+    ]
+    assert own["meAfterLogout"] == {"ok": False, "status": 401, "code": "missing_token"}
+    assert own["wrongPassword"] == {"ok": False, "status": 401, "code": "invalid_credentials"}
+    assert result["newcomer"]["userId"] == result["newcomer"]["taskOwner"]

@@ -1,4 +1,5 @@
-"""The project's own files: pins in step, the Python version, and the console command."""
+"""The project's own files: pins in step, the Python version, the console command, and
+documentation whose links all resolve inside the repository."""
 
 import re
 import socket
@@ -100,3 +101,69 @@ def test_serve_refuses_production_without_a_signing_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "JWT_PRIVATE_KEY" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Documentation links ------------------------------------------------------------------------
+
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "clients" / "typescript" / "README.md",
+    ROOT / "bench" / "README.md",
+]
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _prose(path: Path) -> str:
+    """The document without code blocks and code spans, where brackets are not links."""
+    return _CODE_SPAN.sub("", _FENCE.sub("", path.read_text(encoding="utf-8")))
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the document's headings (repeats get -1, -2, …)."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", _FENCE.sub("", path.read_text()), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def test_the_readme_links_to_the_api_reference() -> None:
+    readme = _prose(ROOT / "README.md")
+    assert "(docs/API.md)" in readme
+    reference = (ROOT / "docs" / "API.md").read_text()
+    for route in (
+        "POST /api/auth/signup", "POST /api/auth/login", "POST /api/auth/refresh",
+        "POST /api/auth/logout", "POST /api/auth/logout-all", "POST /api/auth/password",
+        "GET /api/auth/me", "GET /api/auth/jwks", "GET /api/{user_id}/tasks",
+        "POST /api/{user_id}/tasks", "GET /api/{user_id}/tasks/{id}",
+        "PUT /api/{user_id}/tasks/{id}", "PATCH /api/{user_id}/tasks/{id}",
+        "PATCH /api/{user_id}/tasks/{id}/complete", "DELETE /api/{user_id}/tasks/{id}",
+        "GET /health", "GET /ready",
+    ):  # fmt: skip
+        assert f"### {route}\n" in reference or f"`{route}`" in reference, route
+    assert reference.count("curl ") >= 17
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_resolves_inside_the_repository(document: Path) -> None:
+    text = document.read_text(encoding="utf-8")
+    assert "../shared" not in text, "the repository carries its own documents"
+    links = _LINK.findall(_prose(document))
+    assert links, "no links found: the pattern is broken"
+    for link in links:
+        if re.match(r"[a-z][a-z0-9+.-]*:", link):  # https:, mailto:
+            continue
+        target, _, anchor = link.partition("#")
+        path = (document.parent / target).resolve() if target else document
+        assert path.is_relative_to(ROOT), f"{link} points outside the repository"
+        assert path.exists(), f"{link}: {path.relative_to(ROOT)} does not exist"
+        if anchor:
+            assert path.suffix == ".md", f"{link}: an anchor in a file that is not Markdown"
+            assert anchor in _anchors(path), f"{link}: no heading #{anchor}"

@@ -6,6 +6,7 @@ algorithm of that key. Only then are the claims checked, so `token_expired` is o
 an authentic token.
 """
 
+import json
 import re
 import time
 import uuid
@@ -123,6 +124,14 @@ class TokenVerifier:
         # Equal, not identical: a refetched key set holds new objects for the same keys.
         return remembered.keys.current(remembered.key.kid) == remembered.key
 
+    def _untrusted_issuer(self, claimed: object) -> str:
+        """Which issuer came and which are trusted: issuers are public, and a mismatch such as
+        `http://localhost:3000` against `http://127.0.0.1:3000` is otherwise a guessing game."""
+        expected = " or ".join(_quoted(issuer) for issuer in self._issuers)
+        if claimed is None:
+            return f"The access token has no issuer (iss); expected {expected}."
+        return f"The access token's issuer {_quoted(claimed)} is not trusted; expected {expected}."
+
     async def _verify(self, token: str) -> _Verified:
         if not token:
             raise MissingToken()
@@ -146,7 +155,7 @@ class TokenVerifier:
         claimed_issuer = unverified.get("iss") if isinstance(unverified, dict) else None
         issuer = self._issuers.get(claimed_issuer) if isinstance(claimed_issuer, str) else None
         if issuer is None:
-            raise InvalidToken("The access token's issuer is not trusted.")
+            raise InvalidToken(self._untrusted_issuer(claimed_issuer))
 
         try:
             key = await issuer.keys.get(kid)
@@ -173,6 +182,13 @@ class TokenVerifier:
 
 
 _MAX_TIMESTAMP = 10**15
+
+
+def _quoted(value: object, limit: int = 100) -> str:
+    """A claim as JSON, ASCII-escaped (a lone surrogate cannot be encoded as UTF-8), shortened:
+    it comes from an unverified token, so it is echoed, never trusted."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def _principal(claims: dict[str, Any], issuer: TrustedIssuer, leeway: int) -> Principal:

@@ -4,8 +4,13 @@
  * Every path, parameter, body and response here is checked by `tsc` against the API's OpenAPI
  * document: when the API changes and the types are regenerated, whatever no longer fits stops
  * compiling.
+ *
+ * Tokens come from a token provider (Better Auth's `authClient.token()` is one) or, without one,
+ * from this API's own accounts (`signUp`, `logIn`). When the API answers 401 `token_expired`, the
+ * client gets a new token once (from the provider with `forceRefresh: true`, or through
+ * `/api/auth/refresh`) and sends the request again, once.
  */
-import createClient, { type Middleware } from "openapi-fetch";
+import createClient from "openapi-fetch";
 import type { components, paths } from "../schema";
 
 export type Task = components["schemas"]["TaskRead"];
@@ -13,8 +18,32 @@ export type NewTask = components["schemas"]["TaskCreate"];
 export type TaskReplacement = components["schemas"]["TaskReplace"];
 export type TaskPage = components["schemas"]["TaskPage"];
 export type User = components["schemas"]["UserRead"];
+export type Session = components["schemas"]["AuthResponse"];
 export type Problem = components["schemas"]["Problem"];
+export type JsonWebKeySet = components["schemas"]["JsonWebKeySet"];
 export type TaskQuery = NonNullable<paths["/api/{user_id}/tasks"]["get"]["parameters"]["query"]>;
+
+/**
+ * Gives the bearer token to send, or null when nobody is signed in. Called at the first request
+ * that needs a token, and again with `forceRefresh: true` when the API said the token it gave has
+ * expired: then it must not return that token again. With Better Auth:
+ * `async () => (await authClient.token()).data?.token ?? null` (every call mints a fresh JWT).
+ */
+export type TokenProvider = (request: { forceRefresh: boolean }) => Promise<string | null>;
+
+export interface TodoClientOptions {
+  /** The API's origin, e.g. `process.env.NEXT_PUBLIC_API_URL` (`http://localhost:8000`). */
+  baseUrl: string;
+  /** Where tokens come from. Leave it out to use this API's own accounts (`signUp`, `logIn`). */
+  token?: TokenProvider;
+  /**
+   * `"include"` when the API sends the refresh token as a cookie (`REFRESH_TOKEN_COOKIE=true`):
+   * the auth calls (signup, login, refresh, logout, logout-all, password) then send and keep it.
+   */
+  credentials?: RequestCredentials;
+  /** Another `fetch` (tests, server-side rendering); the global one by default. */
+  fetch?: (request: Request) => Promise<Response>;
+}
 
 /** An error answer of the API: its problem+json body, with the stable machine-readable `code`. */
 export class ApiError extends Error {
@@ -27,99 +56,247 @@ export class ApiError extends Error {
   }
 }
 
+type Answer<T> = { data?: T; error?: Problem; response: Response };
+
 /** The data of a successful answer, or an `ApiError` thrown with the problem of a failed one. */
-function unwrap<T>(result: { data?: T; error?: Problem; response: Response }): T {
+function unwrap<T>(result: Answer<T>): T {
   if (result.error !== undefined) {
     throw new ApiError(result.response.status, result.error);
   }
   return result.data as T;
 }
 
-export function createTodoClient(baseUrl: string) {
-  const api = createClient<paths>({ baseUrl });
-  let session: { user: User; accessToken: string } | undefined;
+/** The `sub` of a JWT, which is the `{user_id}` of the task routes. Not verified: the API does. */
+function subjectOf(token: string): string {
+  const payload = token.split(".")[1] ?? "";
+  const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+  const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
+  const claims: unknown = JSON.parse(new TextDecoder().decode(bytes));
+  if (typeof claims === "object" && claims !== null && "sub" in claims) {
+    const { sub } = claims;
+    if (typeof sub === "string") {
+      return sub;
+    }
+  }
+  throw new Error("the access token has no subject (sub)");
+}
 
-  const bearer: Middleware = {
-    onRequest({ request }) {
-      if (session !== undefined) {
-        request.headers.set("Authorization", `Bearer ${session.accessToken}`);
+/** What one attempt of a request is sent with. */
+interface Bearer {
+  headers: { Authorization?: string };
+  /** The token's subject; throws when there is no token (nobody is signed in). */
+  userId(): string;
+}
+
+function bearerOf(token: string | null): Bearer {
+  return {
+    headers: token === null ? {} : { Authorization: `Bearer ${token}` },
+    userId() {
+      if (token === null) {
+        throw new Error("not signed in: there is no access token");
       }
-      return request;
+      return subjectOf(token);
     },
   };
-  api.use(bearer);
+}
 
-  function userId(): string {
-    if (session === undefined) {
-      throw new Error("log in first");
-    }
-    return session.user.id;
+export function createTodoClient(options: TodoClientOptions) {
+  const api = createClient<paths>({
+    baseUrl: options.baseUrl,
+    ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+  });
+  const credentials = options.credentials === undefined ? {} : { credentials: options.credentials };
+
+  // The token in use (undefined: not asked for yet), a renewal under way, and this API's own
+  // refresh token when its accounts are used (null in cookie mode: the cookie holds it).
+  let token: string | null | undefined;
+  let pending: Promise<string | null> | undefined;
+  let refreshToken: string | null = null;
+
+  const provider: TokenProvider =
+    options.token ??
+    (async ({ forceRefresh }) => {
+      if (forceRefresh && (refreshToken !== null || options.credentials === "include")) {
+        await client.refresh();
+      }
+      return token ?? null;
+    });
+
+  function ask(forceRefresh: boolean): Promise<string | null> {
+    pending ??= provider({ forceRefresh })
+      .then((fresh) => (token = fresh))
+      .finally(() => (pending = undefined));
+    return pending;
   }
 
-  return {
-    async signUp(email: string, password: string, name?: string): Promise<User> {
-      const auth = unwrap(
-        await api.POST("/api/auth/signup", {
-          body: name === undefined ? { email, password } : { email, password, name },
-        }),
-      );
-      session = { user: auth.user, accessToken: auth.access_token };
-      return auth.user;
+  async function currentToken(): Promise<string | null> {
+    return pending ?? (token === undefined ? ask(false) : token);
+  }
+
+  /** A token other than `stale`: one that a concurrent renewal got, or a new one. */
+  async function renewedToken(stale: string | null): Promise<string | null> {
+    if (pending !== undefined) {
+      return pending;
+    }
+    return token !== undefined && token !== stale ? token : ask(true);
+  }
+
+  /** Sends a request with the token; on 401 `token_expired`, renews it and sends it once more. */
+  async function authorized<T>(send: (bearer: Bearer) => Promise<Answer<T>>): Promise<T> {
+    const used = await currentToken();
+    let answer = await send(bearerOf(used));
+    if (answer.response.status === 401 && answer.error?.code === "token_expired") {
+      answer = await send(bearerOf(await renewedToken(used)));
+    }
+    return unwrap(answer);
+  }
+
+  /** The tokens of this API's own accounts become the client's. */
+  function adopt(session: Session): Session {
+    token = session.access_token;
+    refreshToken = session.refresh_token ?? null;
+    return session;
+  }
+
+  function forget(): void {
+    token = undefined;
+    refreshToken = null;
+  }
+
+  const client = {
+    /** The signed-in user's id (the token's subject): the `{user_id}` of the task routes. */
+    async userId(): Promise<string> {
+      return bearerOf(await currentToken()).userId();
     },
 
-    async logIn(email: string, password: string): Promise<User> {
-      const auth = unwrap(await api.POST("/api/auth/login", { body: { email, password } }));
-      session = { user: auth.user, accessToken: auth.access_token };
-      return auth.user;
+    // --- Accounts (this API's own; Better Auth users only use `me`) -------------------------
+
+    async signUp(email: string, password: string, name?: string): Promise<Session> {
+      const body = name === undefined ? { email, password } : { email, password, name };
+      return adopt(unwrap(await api.POST("/api/auth/signup", { body, ...credentials })));
     },
+
+    async logIn(email: string, password: string): Promise<Session> {
+      const body = { email, password };
+      return adopt(unwrap(await api.POST("/api/auth/login", { body, ...credentials })));
+    },
+
+    /** New tokens for the refresh token this client holds (or the cookie, in cookie mode). */
+    async refresh(): Promise<Session> {
+      const body = refreshToken === null ? {} : { refresh_token: refreshToken };
+      return adopt(unwrap(await api.POST("/api/auth/refresh", { body, ...credentials })));
+    },
+
+    /** Ends this session (its refresh token); the client forgets its tokens. */
+    async logOut(): Promise<void> {
+      const body = refreshToken === null ? {} : { refresh_token: refreshToken };
+      unwrap(await api.POST("/api/auth/logout", { body, ...credentials }));
+      forget();
+    },
+
+    /** Ends every session of the user and every access token issued so far. */
+    async logOutAll(): Promise<void> {
+      await authorized((bearer) =>
+        api.POST("/api/auth/logout-all", { headers: bearer.headers, ...credentials }),
+      );
+      forget();
+    },
+
+    /** Every earlier token stops working; the answer's tokens become the client's. */
+    async changePassword(currentPassword: string, newPassword: string): Promise<Session> {
+      const body = { current_password: currentPassword, new_password: newPassword };
+      const session = await authorized((bearer) =>
+        api.POST("/api/auth/password", { body, headers: bearer.headers, ...credentials }),
+      );
+      return adopt(session);
+    },
+
+    async me(): Promise<User> {
+      return authorized((bearer) => api.GET("/api/auth/me", { headers: bearer.headers }));
+    },
+
+    /** The public keys that verify this API's own tokens. */
+    async jwks(): Promise<JsonWebKeySet> {
+      return unwrap(await api.GET("/api/auth/jwks"));
+    },
+
+    // --- Tasks --------------------------------------------------------------------------------
 
     async listTasks(query: TaskQuery = {}): Promise<TaskPage> {
-      return unwrap(
-        await api.GET("/api/{user_id}/tasks", {
-          params: { path: { user_id: userId() }, query },
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/tasks", {
+          params: { path: { user_id: bearer.userId() }, query },
+          headers: bearer.headers,
         }),
       );
     },
 
     async createTask(task: NewTask): Promise<Task> {
-      return unwrap(
-        await api.POST("/api/{user_id}/tasks", {
-          params: { path: { user_id: userId() } },
+      return authorized((bearer) =>
+        api.POST("/api/{user_id}/tasks", {
+          params: { path: { user_id: bearer.userId() } },
           body: task,
+          headers: bearer.headers,
         }),
       );
     },
 
+    async getTask(taskId: string): Promise<Task> {
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/tasks/{task_id}", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    /** Fields left out are reset to their defaults. */
     async replaceTask(taskId: string, task: TaskReplacement): Promise<Task> {
-      return unwrap(
-        await api.PUT("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: userId(), task_id: taskId } },
+      return authorized((bearer) =>
+        api.PUT("/api/{user_id}/tasks/{task_id}", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId } },
           body: task,
+          headers: bearer.headers,
         }),
       );
     },
 
     /** Without `completed`, toggles the task; with it, sets its state. */
     async completeTask(taskId: string, completed?: boolean): Promise<Task> {
-      const params = { path: { user_id: userId(), task_id: taskId } };
-      return unwrap(
-        completed === undefined
-          ? await api.PATCH("/api/{user_id}/tasks/{task_id}/complete", { params })
-          : await api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {
+      return authorized((bearer) => {
+        const params = { path: { user_id: bearer.userId(), task_id: taskId } };
+        return completed === undefined
+          ? api.PATCH("/api/{user_id}/tasks/{task_id}/complete", { params, headers: bearer.headers })
+          : api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {
               params,
               body: { completed },
-            }),
-      );
+              headers: bearer.headers,
+            });
+      });
     },
 
+    /** Resolves also when the task was already gone. */
     async deleteTask(taskId: string): Promise<void> {
-      unwrap(
-        await api.DELETE("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: userId(), task_id: taskId } },
+      await authorized((bearer) =>
+        api.DELETE("/api/{user_id}/tasks/{task_id}", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          headers: bearer.headers,
         }),
       );
     },
+
+    // --- Operations ---------------------------------------------------------------------------
+
+    async health(): Promise<{ status: string }> {
+      return unwrap(await api.GET("/health"));
+    },
+
+    /** Throws an `ApiError` (503 `service_unavailable`) while the database does not answer. */
+    async ready(): Promise<{ status: string }> {
+      return unwrap(await api.GET("/ready"));
+    },
   };
+  return client;
 }
 
 export type TodoClient = ReturnType<typeof createTodoClient>;

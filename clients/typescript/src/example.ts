@@ -1,8 +1,9 @@
-/** How a frontend uses the client: log in, add a task, list what is still to do. */
+/** How a frontend uses the client: with this API's own accounts, and with Better Auth. */
 import { ApiError, createTodoClient } from "./client";
 
+/** Log in (or sign up), add a task, list what is still to do. */
 export async function example(baseUrl: string): Promise<string[]> {
-  const todo = createTodoClient(baseUrl);
+  const todo = createTodoClient({ baseUrl });
   try {
     await todo.logIn("ada@example.com", "correct horse battery staple");
   } catch (error) {
@@ -16,4 +17,18 @@ export async function example(baseUrl: string): Promise<string[]> {
   await todo.completeTask(task.id, false);
   const page = await todo.listTasks({ status: "pending", sort: "due_date", limit: 50 });
   return page.items.map((item) => `${item.title} (${item.priority}, due ${item.due_date ?? "-"})`);
+}
+
+/** The shape of Better Auth's `authClient.token()` (from its `jwtClient()` plugin). */
+interface BetterAuthTokenSource {
+  token(): Promise<{ data: { token: string } | null }>;
+}
+
+/** A Better Auth user: each `authClient.token()` call mints a fresh JWT, so it is the provider. */
+export async function betterAuthExample(baseUrl: string, authClient: BetterAuthTokenSource) {
+  const todo = createTodoClient({
+    baseUrl,
+    token: async () => (await authClient.token()).data?.token ?? null,
+  });
+  return todo.listTasks({ status: "pending" });
 }

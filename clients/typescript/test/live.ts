@@ -1,0 +1,148 @@
+/**
+ * The typed client against a live API (run by tests/test_openapi_contract.py): every route, a
+ * token provider whose first token has expired, concurrent renewals, and this API's own accounts
+ * renewed through /api/auth/refresh. It answers what happened; the Python test asserts on it.
+ */
+import { ApiError, createTodoClient, type TokenProvider } from "../src/client.js";
+
+export interface LiveInput {
+  baseUrl: string;
+  /** An account of the API, and two tokens for it: one already expired, one valid. */
+  email: string;
+  password: string;
+  expiredToken: string;
+  freshToken: string;
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; status: number; code: string };
+
+async function outcome<T>(call: () => Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await call() };
+  } catch (error) {
+    if (error instanceof ApiError) {
+      return { ok: false, status: error.status, code: error.problem.code };
+    }
+    throw error;
+  }
+}
+
+/** A provider that hands out `tokens` in turn and records each request's `forceRefresh`. */
+function queued(...tokens: string[]): { provider: TokenProvider; calls: boolean[] } {
+  const calls: boolean[] = [];
+  const provider: TokenProvider = async ({ forceRefresh }) => {
+    calls.push(forceRefresh);
+    return tokens.shift() ?? null;
+  };
+  return { provider, calls };
+}
+
+export async function run(input: LiveInput) {
+  const { baseUrl } = input;
+
+  // Every route, with a provider whose first token has expired.
+  const tokens = queued(input.expiredToken, input.freshToken);
+  const todo = createTodoClient({ baseUrl, token: tokens.provider });
+  const firstList = await todo.listTasks();
+  const callsAfterFirstList = [...tokens.calls];
+  const me = await todo.me();
+  const userId = await todo.userId();
+  const created = await todo.createTask({
+    title: "Buy milk",
+    priority: "high",
+    due_date: "2026-12-01",
+  });
+  const fetched = await todo.getTask(created.id);
+  const replaced = await todo.replaceTask(created.id, { title: "Buy oat milk" });
+  const toggled = await todo.completeTask(created.id);
+  const reopened = await todo.completeTask(created.id, false);
+  const pending = await todo.listTasks({ status: "pending", sort: "title", limit: 5 });
+  await todo.deleteTask(created.id);
+  const deletedAgain = await outcome(() => todo.deleteTask(created.id));
+  const missing = await outcome(() => todo.getTask(created.id));
+  const invalid = await outcome(() => todo.createTask({ title: "   " }));
+  const jwks = await todo.jwks();
+  const health = await todo.health();
+  const ready = await todo.ready();
+  const everyRoute = {
+    firstList: { total: firstList.total, limit: firstList.limit },
+    callsAfterFirstList,
+    calls: tokens.calls,
+    me,
+    userId,
+    created,
+    fetched,
+    replaced,
+    toggled,
+    reopened,
+    pending: { total: pending.total, ids: pending.items.map((task) => task.id) },
+    deletedAgain,
+    missing,
+    invalid,
+    jwksKeys: jwks.keys.length,
+    health,
+    ready,
+  };
+
+  // Three requests at once with an expired token: one renewal serves them all.
+  const concurrent = queued(input.expiredToken, input.freshToken);
+  const together = createTodoClient({ baseUrl, token: concurrent.provider });
+  const answers = await Promise.all([
+    together.listTasks(),
+    together.me(),
+    together.listTasks({ status: "completed" }),
+  ]);
+
+  // A renewed token that has expired too: the request is sent again once, then fails.
+  const stale = queued(input.expiredToken, input.expiredToken, input.freshToken);
+  const staleClient = createTodoClient({ baseUrl, token: stale.provider });
+  const twiceExpired = await outcome(() => staleClient.listTasks());
+
+  // This API's own accounts, without a provider: an expired token is renewed by a refresh. A
+  // fetch stands in for the clock: it swaps the first bearer token for the expired one.
+  let swapped = false;
+  const requests: string[] = [];
+  const swapping = async (request: Request): Promise<Response> => {
+    requests.push(`${request.method} ${new URL(request.url).pathname}`);
+    if (!swapped && request.headers.has("Authorization")) {
+      swapped = true;
+      const headers = new Headers(request.headers);
+      headers.set("Authorization", `Bearer ${input.expiredToken}`);
+      return fetch(new Request(request, { headers }));
+    }
+    return fetch(request);
+  };
+  const own = createTodoClient({ baseUrl, fetch: swapping });
+  const loggedIn = await own.logIn(input.email, input.password);
+  const ownList = await own.listTasks();
+  const newPassword = `${input.password}-changed`;
+  const changed = await own.changePassword(input.password, newPassword);
+  const meAfterChange = await own.me();
+  const refreshed = await own.refresh();
+  await own.logOut();
+  const meAfterLogout = await outcome(() => own.me());
+  await own.logIn(input.email, newPassword);
+  await own.logOutAll();
+  const wrongPassword = await outcome(() => own.logIn(input.email, input.password));
+
+  const newcomer = createTodoClient({ baseUrl });
+  const signedUp = await newcomer.signUp(`new-${Date.now()}@example.com`, "a fine first password");
+  const newcomerTask = await newcomer.createTask({ title: "First task" });
+
+  return {
+    everyRoute,
+    concurrent: { calls: concurrent.calls, userIds: [answers[1].id] },
+    twiceExpired: { outcome: twiceExpired, calls: stale.calls },
+    own: {
+      userId: loggedIn.user.id,
+      listed: ownList.total,
+      requests,
+      changedUser: changed.user.id,
+      meAfterChange: meAfterChange.id,
+      refreshedUser: refreshed.user.id,
+      meAfterLogout,
+      wrongPassword,
+    },
+    newcomer: { userId: signedUp.user.id, taskOwner: newcomerTask.user_id },
+  };
+}
