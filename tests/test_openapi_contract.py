@@ -427,6 +427,10 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     assert (replaced["title"], replaced["priority"], replaced["due_date"]) == (
         "Buy oat milk", "medium", None,
     )  # fmt: skip
+    patched = every["patched"]
+    assert (patched["title"], patched["priority"], patched["description"]) == (
+        "Buy oat milk", "high", "Two litres",
+    )  # fmt: skip
     assert every["toggled"]["completed"] is True and every["toggled"]["completed_at"]
     assert every["reopened"]["completed"] is False and every["reopened"]["completed_at"] is None
     assert every["pending"] == {"total": 1, "ids": [created["id"]]}

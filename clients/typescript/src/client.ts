@@ -16,11 +16,13 @@ import type { components, paths } from "../schema";
 export type Task = components["schemas"]["TaskRead"];
 export type NewTask = components["schemas"]["TaskCreate"];
 export type TaskReplacement = components["schemas"]["TaskReplace"];
+export type TaskPatch = components["schemas"]["TaskPatch"];
 export type TaskPage = components["schemas"]["TaskPage"];
 export type User = components["schemas"]["UserRead"];
 export type Session = components["schemas"]["AuthResponse"];
 export type Problem = components["schemas"]["Problem"];
 export type JsonWebKeySet = components["schemas"]["JsonWebKeySet"];
+type RefreshRequest = components["schemas"]["RefreshRequest"];
 export type TaskQuery = NonNullable<paths["/api/{user_id}/tasks"]["get"]["parameters"]["query"]>;
 
 /**
@@ -113,6 +115,11 @@ export function createTodoClient(options: TodoClientOptions) {
   let pending: Promise<string | null> | undefined;
   let refreshToken: string | null = null;
 
+  // The refresh token in the body, or (cookie mode) an empty body: these types come from the
+  // default document, where the body must hold it; a cookie-mode API's document says optional.
+  const refreshBody = (): RefreshRequest =>
+    refreshToken === null ? ({} as RefreshRequest) : { refresh_token: refreshToken };
+
   const provider: TokenProvider =
     options.token ??
     (async ({ forceRefresh }) => {
@@ -183,13 +190,13 @@ export function createTodoClient(options: TodoClientOptions) {
 
     /** New tokens for the refresh token this client holds (or the cookie, in cookie mode). */
     async refresh(): Promise<Session> {
-      const body = refreshToken === null ? {} : { refresh_token: refreshToken };
+      const body = refreshBody();
       return adopt(unwrap(await api.POST("/api/auth/refresh", { body, ...credentials })));
     },
 
     /** Ends this session (its refresh token); the client forgets its tokens. */
     async logOut(): Promise<void> {
-      const body = refreshToken === null ? {} : { refresh_token: refreshToken };
+      const body = refreshBody();
       unwrap(await api.POST("/api/auth/logout", { body, ...credentials }));
       forget();
     },
@@ -256,6 +263,17 @@ export function createTodoClient(options: TodoClientOptions) {
         api.PUT("/api/{user_id}/tasks/{task_id}", {
           params: { path: { user_id: bearer.userId(), task_id: taskId } },
           body: task,
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    /** Changes the fields given and keeps the others; `null` clears `description` or `due_date`. */
+    async patchTask(taskId: string, patch: TaskPatch): Promise<Task> {
+      return authorized((bearer) =>
+        api.PATCH("/api/{user_id}/tasks/{task_id}", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          body: patch,
           headers: bearer.headers,
         }),
       );

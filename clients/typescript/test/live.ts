@@ -54,6 +54,7 @@ export async function run(input: LiveInput) {
   });
   const fetched = await todo.getTask(created.id);
   const replaced = await todo.replaceTask(created.id, { title: "Buy oat milk" });
+  const patched = await todo.patchTask(created.id, { priority: "high", description: "Two litres" });
   const toggled = await todo.completeTask(created.id);
   const reopened = await todo.completeTask(created.id, false);
   const pending = await todo.listTasks({ status: "pending", sort: "title", limit: 5 });
@@ -73,6 +74,7 @@ export async function run(input: LiveInput) {
     created,
     fetched,
     replaced,
+    patched,
     toggled,
     reopened,
     pending: { total: pending.total, ids: pending.items.map((task) => task.id) },
