@@ -8,15 +8,24 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from alembic import util as alembic_util
 from fastapi import FastAPI
 
-from backend.auth.keys import generate_private_key_pem
-from backend.config import Settings, get_settings
+from backend.auth.keys import LocalKeys, generate_private_key_pem
+from backend.config import Settings, SettingsError, get_settings
+from backend.database_url import masked_url
 from backend.db import Database
+from backend.errors import describe_database_error, is_database_unusable, is_outage
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
 from backend.services import sessions
+
+logger = logging.getLogger("backend.cli")
+
+
+class CommandFailed(Exception):
+    """A command cannot do its job for a reason the operator must fix; the message says how."""
 
 
 def served_app() -> FastAPI:
@@ -25,13 +34,48 @@ def served_app() -> FastAPI:
     return create_app()
 
 
+async def database_is_migrated(settings: Settings) -> bool:
+    database = Database(settings)
+    try:
+        return await database.migrated()
+    finally:
+        await database.dispose()
+
+
+def _check_schema(settings: Settings) -> None:
+    """Refuse (in production) or warn loudly about a database whose schema is not this
+    version's: every request touching it would fail. A database that does not answer yet is
+    no reason to refuse: /ready says 503 until it does."""
+    try:
+        migrated = asyncio.run(database_is_migrated(settings))
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        logger.warning(
+            "the database does not answer yet (%s); /ready says 503 until it does",
+            describe_database_error(exc),
+        )
+        return
+    if migrated:
+        return
+    problem = (
+        f"the database in DATABASE_URL ({masked_url(settings.database_url)}) is not migrated "
+        "to this version's schema; run `todo-api migrate` (or ./dev migrate)"
+    )
+    if settings.environment == "production":
+        raise CommandFailed(problem)
+    logger.warning("NOT MIGRATED: %s; until then /ready and most requests answer 503", problem)
+
+
 def _serve(args: argparse.Namespace) -> None:
     settings = get_settings()
     configure_logging(settings)
+    LocalKeys.from_settings(settings)  # a key that does not parse: refused here, not per worker
     if settings.is_sqlite or args.migrate:
         upgrade_to_head(settings.database_url)
+    _check_schema(settings)
     if settings.is_sqlite and args.workers > 1:
-        logging.getLogger("backend.cli").warning(
+        logger.warning(
             "SQLite serialises writes: %d workers take turns on one write lock, with long waits "
             "under load; one worker (or PostgreSQL) serves writes better",
             args.workers,
@@ -124,11 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command. What an operator must fix (a setting, a database it cannot use, a
+    migration) is one line on stderr and exit status 1, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except ValueError as exc:  # settings and key errors: say what to fix, without a traceback
+    except SettingsError as exc:
+        sys.exit("\n".join(f"todo-api: {problem}" for problem in exc.problems))
+    except (ValueError, CommandFailed) as exc:  # a signing key that does not parse, …
         sys.exit(f"todo-api: {exc}")
+    except alembic_util.CommandError as exc:  # a revision this version does not know
+        sys.exit(f"todo-api: migrate: {exc}")
+    except Exception as exc:
+        if not is_database_unusable(exc):
+            raise
+        sys.exit(
+            f"todo-api: cannot use the database in DATABASE_URL "
+            f"({masked_url(get_settings().database_url)}): {describe_database_error(exc)}"
+        )
 
 
 if __name__ == "__main__":

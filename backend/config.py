@@ -6,39 +6,81 @@ message that names the variable to set.
 """
 
 import ipaddress
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from urllib.parse import urlsplit
 
+from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from limits import parse as parse_rate_limit
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from backend.database_url import normalize_database_url
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./todo.db"
 DEFAULT_KEY_FILE = Path(".todo-jwt-key.pem")
 
 
-def normalize_database_url(url: str) -> str:
-    """Map the URL spellings operators paste (Heroku-style `postgres://`, plain `postgresql://`,
-    `sqlite://`) onto the async drivers this service uses."""
-    url = url.strip()
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url.removeprefix(prefix)
-    if url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-        return url
-    raise ValueError(
-        "DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host/db) "
-        "or an SQLite URL (sqlite:///./todo.db)"
-    )
+def _split_list(name: str, value: object) -> object:
+    """A comma-separated list, or a JSON array of strings (what some deploy tools write)."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f'{name}: not a JSON array of strings; write a, b or ["a", "b"]')
+        return [item.strip() for item in items if item.strip()]
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
+    return True
+
+
+def _origin_of(value: str) -> str:
+    """A browser origin (`scheme://host[:port]`), spelled as browsers send it (lower case, no
+    default port), or a ValueError that says what to write instead."""
+    refusal = f"CORS_ORIGINS: {json.dumps(value)} is not an origin; write "
+    if value == "*":
+        raise ValueError(
+            'CORS_ORIGINS: "*" is not allowed; list each origin, such as https://app.example.com'
+        )
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in _DEFAULT_PORTS or not _is_host(host) or port == -1:
+        raise ValueError(refusal + "scheme://host[:port], such as http://localhost:3000")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        netloc += f":{port}"
+    origin = f"{parts.scheme}://{netloc}"
+    if origin != value.lower().rstrip("/") or parts.username or parts.password:
+        raise ValueError(refusal + origin)
+    return origin
 
 
 class Settings(BaseSettings):
@@ -119,17 +161,25 @@ class Settings(BaseSettings):
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @field_validator("environment", "log_format", "refresh_cookie_samesite", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_lists(cls, value: object) -> object:
-        return _split_csv(value)
+    def _split_lists(cls, value: object, info: ValidationInfo) -> object:
+        return _split_list(str(info.field_name).upper(), value)
 
     @field_validator("cors_origins")
     @classmethod
-    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
-        if "*" in value:
-            raise ValueError("CORS_ORIGINS must list explicit origins; '*' is not allowed")
-        return [origin.rstrip("/") for origin in value]
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [_origin_of(origin) for origin in value]
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -138,8 +188,32 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError as exc:
-                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP address or CIDR") from exc
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {json.dumps(item)} is not an IP address or CIDR; "
+                    "write one such as 10.0.0.5 or 10.0.0.0/8"
+                ) from exc
         return value
+
+    @field_validator("jwt_private_key_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(
+                f"JWT_PRIVATE_KEY_FILE: no file at {value}; write the path of a PEM key made "
+                "with `todo-api genkey`"
+            )
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        if not value.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "REDIS_URL: not a Redis URL; write redis://host:6379/0 (or rediss:// for TLS)"
+            )
+        return value.strip()
 
     @field_validator(
         "signup_rate_limit",
@@ -150,25 +224,38 @@ class Settings(BaseSettings):
         "task_write_rate_limit",
     )
     @classmethod
-    def _valid_rate(cls, value: str) -> str:
+    def _valid_rate(cls, value: str, info: ValidationInfo) -> str:
         try:
             parse_rate_limit(value)
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate such as '10/minute'") from exc
+            raise ValueError(
+                f"{str(info.field_name).upper()}: {json.dumps(value)} is not a rate; "
+                "write one such as 10/minute or 100/hour"
+            ) from exc
         return value
 
     @field_validator("better_auth_url", "better_auth_jwks_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
         value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{str(info.field_name).upper()}: {json.dumps(value)} is not an http(s) URL; "
+                "write one such as https://auth.example.com"
+            )
         return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
+        if not self.better_auth_url:
+            for name in ("better_auth_jwks_url", "better_auth_issuer", "better_auth_audience"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"{name.upper()}: needs BETTER_AUTH_URL; set it too, or unset this one"
+                    )
         if self.better_auth_url and self.better_auth_token_issuer == self.jwt_issuer:
             raise ValueError(
                 "JWT_ISSUER must differ from the Better Auth issuer, so that a token's issuer "
@@ -184,10 +271,11 @@ class Settings(BaseSettings):
 
     def _check_production(self) -> None:
         problems: list[str] = []
-        if self.jwt_private_key is None and self.jwt_private_key_file is None:
+        if self.jwt_private_key is None and not self.key_file.is_file():
+            # A key at the default path is used (never generated) in production too.
             problems.append(
-                "set JWT_PRIVATE_KEY (an Ed25519 private key in PEM) or JWT_PRIVATE_KEY_FILE; "
-                "generate one with `todo-api genkey`"
+                "set JWT_PRIVATE_KEY (an Ed25519 private key in PEM) or JWT_PRIVATE_KEY_FILE, "
+                f"or put the key in {DEFAULT_KEY_FILE}; generate one with `todo-api genkey`"
             )
         if self.jwks_url and not _is_secure_url(self.jwks_url):
             problems.append(
@@ -244,7 +332,63 @@ def _is_secure_url(url: str) -> bool:
     return host in {"localhost", "127.0.0.1", "::1"}
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, each naming its variable and what to
+    write instead (pydantic's own report names fields, not variables, and links its docs)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+_SECRET_SETTINGS = frozenset({"jwt_private_key", "database_url", "redis_url"})
+
+
+def _bounds(metadata: list[Any]) -> str:
+    low = next((f"from {m.ge}" for m in metadata if isinstance(m, Ge)), None)
+    low = low or next((f"greater than {m.gt}" for m in metadata if isinstance(m, Gt)), None)
+    high = next((m.le for m in metadata if isinstance(m, Le)), None)
+    if low and high is not None:
+        return f" {low} to {high}" if low.startswith("from") else f" {low}, at most {high}"
+    return f" {low.replace('from', 'of at least')}" if low else ""
+
+
+def _what_to_write(name: str) -> str:
+    field = Settings.model_fields[name]
+    annotation = field.annotation
+    choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+    if choices:
+        return "one of " + ", ".join(choices)
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "a whole number" + _bounds(field.metadata)
+    if annotation is float:
+        return "a number" + _bounds(field.metadata)
+    longest = next((m.max_length for m in field.metadata if isinstance(m, MaxLen)), None)
+    if any(isinstance(m, MinLen) for m in field.metadata):
+        return f"1 to {longest} characters" if longest else "a text that is not empty"
+    return "a valid value"
+
+
+def _problem(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"] or error["type"] == "value_error":
+        return message  # ours: they name the variable and what to write
+    name = str(error["loc"][0])
+    given = "" if name in _SECRET_SETTINGS else f" {json.dumps(str(error['input']))}"
+    return f"{name.upper()}:{given} is not valid; write {_what_to_write(name)}"
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from the environment (and `values`), or a SettingsError listing every problem."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError([_problem(error) for error in exc.errors()]) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings, read once."""
-    return Settings()
+    return load_settings()

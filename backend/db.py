@@ -37,13 +37,16 @@ from sqlalchemy.util.concurrency import await_
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
+from backend.database_url import PostgresTarget
 from backend.errors import AppError
+from backend.migrations import is_at_head
 
 # aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
 # it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SCHEMA_RECHECK_SECONDS = 3.0
 _BEGIN_MODE = "todo_sqlite_begin"
 _HOLDS_WRITE_LOCK = "todo_holds_sqlite_write_lock"
 
@@ -117,17 +120,19 @@ def build_engine(settings: Settings) -> AsyncEngine:
         )
         _SQLiteWriters().listen(engine)
         return engine
+    target = PostgresTarget.parse(settings.database_url)
     engine = create_async_engine(
-        settings.database_url,
+        target.url,
         hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,
         connect_args={
-            "timeout": settings.db_connect_timeout_seconds,
+            **target.connect_args(
+                timeout_seconds=settings.db_connect_timeout_seconds, application_name="todo-api"
+            ),
             "command_timeout": settings.db_statement_timeout_seconds,
-            "server_settings": {"application_name": "todo-api"},
         },
     )
     if settings.db_pool_pre_ping:
@@ -215,6 +220,8 @@ class Database:
         self._writers = async_sessionmaker(
             self._writer_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
         )
+        self._migrated = False
+        self._schema_recheck_at = 0.0
 
     def _writes_in_transaction(self, write: bool, single_statement: bool) -> bool:
         return write and (self.is_sqlite or not single_statement)
@@ -272,6 +279,17 @@ class Database:
         """Raise unless the database answers a trivial query."""
         async with self._turns.turn(), self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    async def migrated(self) -> bool:
+        """Whether the schema is at this version's newest revision. Once it is, it stays so
+        (only a downgrade undoes it), so the answer is kept; until then, the database is asked
+        again at most every `SCHEMA_RECHECK_SECONDS`, so a busy /ready stays cheap."""
+        if self._migrated or time.monotonic() < self._schema_recheck_at:
+            return self._migrated
+        async with self._turns.turn(), self.engine.connect() as connection:
+            self._migrated = await connection.run_sync(is_at_head)
+        self._schema_recheck_at = time.monotonic() + SCHEMA_RECHECK_SECONDS
+        return self._migrated
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -338,11 +338,12 @@ def _http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def _database_error_handler(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, sa_exc.DBAPIError) and not is_outage(exc):
+    if isinstance(exc, sa_exc.DBAPIError) and not is_database_unusable(exc):
         return internal_error_response(request.scope, exc)
     logger.warning(
-        "database unavailable: %s",
+        "database unavailable: %s: %s",
         type(exc).__name__,
+        describe_database_error(exc),
         extra={"request_id": request_id_of(request)},
     )
     error = ServiceUnavailable("The database is not reachable right now; try again shortly.")
@@ -379,6 +380,31 @@ def is_outage(exc: BaseException) -> bool:
             or is_transient_conflict(exc)
         )
     return False
+
+
+# The database answers, but this service cannot use it: no such database (3D000), a role or
+# password refused (class 28), missing privileges (42501), or a schema that is not migrated
+# (42P01 undefined table, 42703 undefined column). A setting or a deployment step to fix.
+_UNUSABLE_SQLSTATES = ("28", "3D000", "42501", "42P01", "42703")
+_UNMIGRATED_SQLSTATES = ("42P01", "42703")
+
+
+def is_database_unusable(exc: BaseException) -> bool:
+    """Whether a database error means "the service cannot use the database now" (an outage, or
+    a database that refuses us or lacks our schema), as opposed to a bug in a query."""
+    return is_outage(exc) or (
+        isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_UNUSABLE_SQLSTATES)
+    )
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """One line saying what went wrong, for logs and the command line: the server's or the
+    driver's message, without the SQL or the URL."""
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    text = (str(cause).strip().splitlines() or [""])[0]
+    if isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_UNMIGRATED_SQLSTATES):
+        text += " (the schema is not migrated: run `todo-api migrate`)"
+    return text or type(cause).__name__
 
 
 def internal_error_response(scope: Mapping[str, Any], exc: BaseException) -> Response:

@@ -25,9 +25,11 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from backend.auth.keys import generate_private_key_pem
 from backend.config import Settings
+from backend.database_url import PostgresTarget, normalize_database_url
 from backend.logs import JsonFormatter
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
@@ -57,14 +59,19 @@ TEST_PASSWORD = "river-lantern-48-quietly"
 
 
 def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1).replace(
-        "postgres://", "postgresql://", 1
+    """The URL as asyncpg's own libpq parser takes it: every parameter the service accepts,
+    spelled as libpq spells it (the connect timeout is the caller's)."""
+    target = PostgresTarget.parse(normalize_database_url(url))
+    query = {**target.libpq, **target.server_settings}
+    return target.url.set(drivername="postgresql", query=query).render_as_string(
+        hide_password=False
     )
 
 
 def database_url_for(server_url: str, database: str) -> str:
-    base = asyncpg_dsn(server_url).rsplit("/", 1)[0]
-    return f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{database}"
+    """The server's URL, parameters kept, naming another database."""
+    url = make_url(normalize_database_url(server_url)).set(database=database)
+    return url.render_as_string(hide_password=False)
 
 
 async def _pg_execute(url: str, *statements: str) -> list[Any]:

@@ -1,9 +1,13 @@
 """Settings: URL spellings, refusals of insecure combinations, production requirements."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from backend.config import Settings, normalize_database_url
+from backend.auth.keys import LocalKeys
+from backend.config import Settings, SettingsError, load_settings
+from backend.database_url import normalize_database_url
 from tests.conftest import TEST_SIGNING_KEY
 
 
@@ -27,7 +31,7 @@ def test_database_url_spellings_are_normalized(given: str, expected: str) -> Non
 
 
 def test_unknown_database_is_refused() -> None:
-    with pytest.raises(ValidationError, match="DATABASE_URL must be"):
+    with pytest.raises(ValidationError, match="DATABASE_URL: must be"):
         settings(database_url="mysql://root@db/todo")
 
 
@@ -41,7 +45,7 @@ def test_cors_origins_are_comma_separated_and_never_a_wildcard(
     monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com, http://localhost:3000/")
     assert settings().cors_origins == ["https://app.example.com", "http://localhost:3000"]
     monkeypatch.setenv("CORS_ORIGINS", "*")
-    with pytest.raises(ValidationError, match="'\\*' is not allowed"):
+    with pytest.raises(ValidationError, match='"\\*" is not allowed'):
         settings()
 
 
@@ -60,10 +64,25 @@ def test_trusted_proxies_must_be_networks() -> None:
         settings(trusted_proxies="proxy.internal")
 
 
-def test_production_refuses_to_start_without_a_signing_key() -> None:
+def test_production_refuses_to_start_without_a_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ValidationError, match="set JWT_PRIVATE_KEY"):
         settings(environment="production")
     assert settings(environment="production", jwt_private_key=TEST_SIGNING_KEY)
+
+
+def test_production_uses_a_key_file_at_the_default_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".todo-jwt-key.pem").write_text(TEST_SIGNING_KEY)
+    production = settings(environment="production")
+    assert (
+        LocalKeys.from_settings(production).kid
+        == LocalKeys.from_settings(settings(jwt_private_key=TEST_SIGNING_KEY)).kid
+    )
 
 
 def test_production_refuses_plain_http_better_auth() -> None:
@@ -106,3 +125,202 @@ def test_better_auth_issuer_defaults_to_the_origin_of_its_url() -> None:
     assert configured.jwks_url == "https://example.com/auth/api/auth/jwks"
     assert configured.better_auth_token_issuer == "https://example.com"
     assert configured.better_auth_token_audience == "https://example.com"
+
+
+# One nonsense value per setting, and the line that says what to write instead (after the
+# variable's name).
+REFUSALS = [
+    ("ENVIRONMENT", "prod", '"prod" is not valid; write one of development, production'),
+    ("LOG_LEVEL", "loud", '"LOUD" is not valid; write one of DEBUG, INFO, WARNING, ERROR'),
+    ("LOG_FORMAT", "xml", '"xml" is not valid; write one of json, text'),
+    (
+        "DATABASE_URL",
+        "mysql://root@db/todo",
+        "must be a PostgreSQL URL (postgresql://user:pass@host/db) or an SQLite URL (sqlite:///./todo.db)",
+    ),
+    ("DB_POOL_SIZE", "0", '"0" is not valid; write a whole number from 1 to 200'),
+    ("DB_MAX_OVERFLOW", "many", '"many" is not valid; write a whole number from 0 to 200'),
+    ("DB_POOL_TIMEOUT_SECONDS", "0", '"0" is not valid; write a number greater than 0, at most 60'),
+    (
+        "DB_CONNECT_TIMEOUT_SECONDS",
+        "3s",
+        '"3s" is not valid; write a number greater than 0, at most 60',
+    ),
+    ("DB_POOL_PRE_PING", "maybe", '"maybe" is not valid; write true or false'),
+    ("DB_POOL_PING_IDLE_SECONDS", "-1", '"-1" is not valid; write a number from 0 to 3600'),
+    (
+        "DB_STATEMENT_TIMEOUT_SECONDS",
+        "0",
+        '"0" is not valid; write a number greater than 0, at most 600',
+    ),
+    ("SQLITE_BUSY_TIMEOUT_MS", "1.5", '"1.5" is not valid; write a whole number from 0 to 600000'),
+    (
+        "CORS_ORIGINS",
+        "localhost:3000",
+        '"localhost:3000" is not an origin; write http://localhost:3000',
+    ),
+    (
+        "CORS_ORIGINS",
+        "http://localhost:3000/app",
+        '"http://localhost:3000/app" is not an origin; write http://localhost:3000',
+    ),
+    (
+        "CORS_ORIGINS",
+        "https://app.example.com:443",
+        '"https://app.example.com:443" is not an origin; write https://app.example.com',
+    ),
+    (
+        "CORS_ORIGINS",
+        "ftp://files.example.com",
+        '"ftp://files.example.com" is not an origin; write scheme://host[:port], such as http://localhost:3000',
+    ),
+    ("CORS_ORIGINS", "*", '"*" is not allowed; list each origin, such as https://app.example.com'),
+    (
+        "CORS_ORIGINS",
+        '["http://localhost:3000",',
+        'not a JSON array of strings; write a, b or ["a", "b"]',
+    ),
+    (
+        "TRUSTED_PROXIES",
+        "proxy.internal",
+        '"proxy.internal" is not an IP address or CIDR; write one such as 10.0.0.5 or 10.0.0.0/8',
+    ),
+    ("MAX_BODY_BYTES", "10", '"10" is not valid; write a whole number from 1024 to 16777216'),
+    (
+        "JWT_PRIVATE_KEY_FILE",
+        "/no/such/key.pem",
+        "no file at /no/such/key.pem; write the path of a PEM key made with `todo-api genkey`",
+    ),
+    ("JWT_ISSUER", "", '"" is not valid; write a text that is not empty'),
+    ("JWT_AUDIENCE", "", '"" is not valid; write a text that is not empty'),
+    ("ACCESS_TOKEN_EXPIRE_MINUTES", "0", '"0" is not valid; write a whole number from 1 to 1440'),
+    ("JWT_LEEWAY_SECONDS", "0", '"0" is not valid; write a whole number from 1 to 300'),
+    ("MAX_TOKEN_BYTES", "100", '"100" is not valid; write a whole number from 512 to 65536'),
+    ("TOKEN_CACHE_SIZE", "-1", '"-1" is not valid; write a whole number from 0 to 1000000'),
+    ("REFRESH_TOKEN_EXPIRE_DAYS", "0", '"0" is not valid; write a whole number from 1 to 365'),
+    ("REFRESH_TOKEN_IDLE_DAYS", "400", '"400" is not valid; write a whole number from 1 to 365'),
+    ("REFRESH_TOKEN_COOKIE", "yes please", '"yes please" is not valid; write true or false'),
+    ("REFRESH_COOKIE_SAMESITE", "loose", '"loose" is not valid; write one of strict, lax, none'),
+    ("MAX_SESSIONS_PER_USER", "0", '"0" is not valid; write a whole number from 1 to 10000'),
+    (
+        "BETTER_AUTH_URL",
+        "auth.example.com",
+        '"auth.example.com" is not an http(s) URL; write one such as https://auth.example.com',
+    ),
+    (
+        "BETTER_AUTH_JWKS_URL",
+        "https://keys.example.com",
+        "needs BETTER_AUTH_URL; set it too, or unset this one",
+    ),
+    (
+        "BETTER_AUTH_ISSUER",
+        "https://auth.example.com",
+        "needs BETTER_AUTH_URL; set it too, or unset this one",
+    ),
+    (
+        "BETTER_AUTH_AUDIENCE",
+        "todo",
+        "needs BETTER_AUTH_URL; set it too, or unset this one",
+    ),
+    (
+        "BETTER_AUTH_JWKS_CACHE_SECONDS",
+        "0",
+        '"0" is not valid; write a whole number from 1 to 86400',
+    ),
+    (
+        "BETTER_AUTH_JWKS_REFETCH_COOLDOWN_SECONDS",
+        "-1",
+        '"-1" is not valid; write a number from 0 to 3600',
+    ),
+    (
+        "BETTER_AUTH_JWKS_TIMEOUT_SECONDS",
+        "0",
+        '"0" is not valid; write a number greater than 0, at most 60',
+    ),
+    (
+        "BETTER_AUTH_JWKS_MAX_BYTES",
+        "1",
+        '"1" is not valid; write a whole number from 1024 to 4194304',
+    ),
+    (
+        "REDIS_URL",
+        "localhost:6379",
+        "not a Redis URL; write redis://host:6379/0 (or rediss:// for TLS)",
+    ),
+    ("RATE_LIMIT_KEY_PREFIX", "", '"" is not valid; write 1 to 64 characters'),
+    ("SIGNUP_RATE_LIMIT", "lots", '"lots" is not a rate; write one such as 10/minute or 100/hour'),
+    ("LOGIN_RATE_LIMIT", "lots", '"lots" is not a rate; write one such as 10/minute or 100/hour'),
+    ("LOGIN_LOCKOUT", "10", '"10" is not a rate; write one such as 10/minute or 100/hour'),
+    ("REFRESH_RATE_LIMIT", "fast", '"fast" is not a rate; write one such as 10/minute or 100/hour'),
+    (
+        "PASSWORD_CHANGE_RATE_LIMIT",
+        "x/hour",
+        '"x/hour" is not a rate; write one such as 10/minute or 100/hour',
+    ),
+    (
+        "TASK_WRITE_RATE_LIMIT",
+        "300",
+        '"300" is not a rate; write one such as 10/minute or 100/hour',
+    ),
+    ("MAX_TASKS_PER_USER", "0", '"0" is not valid; write a whole number of at least 1'),
+    ("PASSWORD_HASH_CONCURRENCY", "0", '"0" is not valid; write a whole number from 1 to 64'),
+]
+# Any text is a valid value of these (a key's content is checked when the server starts).
+ANY_TEXT = {"JWT_PRIVATE_KEY"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"), REFUSALS, ids=[f"{v}={x}" for v, x, _ in REFUSALS]
+)
+def test_every_setting_names_its_variable_and_what_to_write(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert refused.value.problems == [f"{variable}: {message}"]
+
+
+def test_every_setting_has_a_refusal_tested() -> None:
+    tested = {variable for variable, _, _ in REFUSALS} | ANY_TEXT
+    assert tested == {name.upper() for name in Settings.model_fields}
+
+
+def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "0")
+    monkeypatch.setenv("CORS_ORIGINS", "localhost:3000")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert [problem.split(":")[0] for problem in refused.value.problems] == [
+        "DB_POOL_SIZE",
+        "CORS_ORIGINS",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "origins"),
+    [
+        ("http://localhost:3000", ["http://localhost:3000"]),
+        ("HTTPS://App.Example.com/, http://127.0.0.1:8080", ["https://app.example.com", "http://127.0.0.1:8080"]),
+        ('["https://app.example.com", "http://[::1]:3000"]', ["https://app.example.com", "http://[::1]:3000"]),
+        ("", []),
+    ],
+)  # fmt: skip
+def test_cors_origins_are_a_list_or_a_json_array_of_origins(
+    monkeypatch: pytest.MonkeyPatch, given: str, origins: list[str]
+) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", given)
+    assert settings().cors_origins == origins
+
+
+@pytest.mark.parametrize(
+    ("variable", "given", "read"),
+    [("LOG_LEVEL", "debug", "DEBUG"), ("ENVIRONMENT", "Production", "production")],
+)
+def test_choices_are_read_whatever_their_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, read: str
+) -> None:
+    monkeypatch.setenv(variable, given)
+    if variable == "ENVIRONMENT":
+        monkeypatch.setenv("JWT_PRIVATE_KEY", TEST_SIGNING_KEY)
+    assert getattr(settings(), variable.lower()) == read

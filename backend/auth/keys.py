@@ -119,14 +119,11 @@ class LocalKeys:
         if settings.jwt_private_key is not None:
             pem = settings.jwt_private_key.get_secret_value()
             return cls(_parse_private_key(pem, origin="JWT_PRIVATE_KEY"))
+        # Settings made sure that a configured key file, or production's key, exists.
         path = settings.key_file
-        if settings.jwt_private_key_file is not None:
-            if not path.is_file():
-                raise ValueError(f"JWT_PRIVATE_KEY_FILE: no file at {path}")
-            pem = path.read_text()
-        else:
-            pem = _read_or_create_key_file(path)
-        return cls(_parse_private_key(pem, origin=f"the key file {path}"))
+        return cls(
+            _parse_private_key(_read_or_create_key_file(path), origin=f"the key file {path}")
+        )
 
     def public_jwks(self) -> dict[str, Any]:
         return self._jwks

@@ -4,9 +4,17 @@
 the environment is `env.py`, the revisions are in `versions/`.
 """
 
+from functools import cache
+
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
 
+from backend.database_url import normalize_database_url
+
+VERSION_TABLE = "alembic_version"
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
 
 
@@ -15,10 +23,29 @@ def alembic_config(database_url: str) -> Config:
     config.set_main_option("script_location", "backend:migrations")
     config.set_main_option("file_template", FILE_TEMPLATE)
     # configparser interpolation: a literal % (in a password, say) is written %%.
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    url = normalize_database_url(database_url)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
 def upgrade_to_head(database_url: str) -> None:
     """Bring the database to the newest revision. Blocking: call it from a thread in async code."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest revision this version ships."""
+    config = Config()
+    config.set_main_option("script_location", "backend:migrations")
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def is_at_head(connection: Connection) -> bool:
+    """Whether the database's schema is at this version's newest revision (run with
+    `AsyncConnection.run_sync`). Read directly: Alembic's MigrationContext logs at every use."""
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return False
+    version = sa.column("version_num", sa.String)
+    revisions = connection.execute(sa.select(version).select_from(sa.table(VERSION_TABLE)))
+    return list(revisions.scalars()) == [head_revision()]

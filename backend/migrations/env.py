@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from backend import models
+from backend.database_url import PostgresTarget
+
+# Generous: a hosted database may take seconds to wake up, and a migration runs once a release.
+CONNECT_TIMEOUT_SECONDS = 10
 
 target_metadata = SQLModel.metadata
 assert models.Task.__tablename__ in target_metadata.tables
@@ -45,7 +49,18 @@ def _run(connection: Connection) -> None:
 async def _run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url is not set"
-    engine = create_async_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+    if url.startswith("postgresql"):
+        target = PostgresTarget.parse(url)
+        engine = create_async_engine(
+            target.url,
+            poolclass=sa.pool.NullPool,
+            hide_parameters=True,
+            connect_args=target.connect_args(
+                timeout_seconds=CONNECT_TIMEOUT_SECONDS, application_name="todo-api migrate"
+            ),
+        )
+    else:
+        engine = create_async_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

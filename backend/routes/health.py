@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from backend.dependencies import runtime_of
-from backend.errors import ServiceUnavailable, is_outage
+from backend.errors import ServiceUnavailable, describe_database_error, is_database_unusable
 from backend.openapi import problem_responses, success_response
 
 router = APIRouter(tags=["operations"])
@@ -37,17 +37,32 @@ async def health() -> Status:
     operation_id="ready",
     responses={
         **success_response(200, description="The database answers.", example={"status": "ready"}),
-        **problem_responses(descriptions={503: "The database does not answer."}),
+        **problem_responses(
+            descriptions={503: "The database does not answer, or is not migrated."}
+        ),
     },
 )
 async def ready(request: Request) -> Status:
-    """200 when the database answers a query within two seconds, 503 otherwise."""
+    """200 when the database answers a query within two seconds and its schema is this
+    version's, 503 otherwise."""
+    database = runtime_of(request).db
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            await runtime_of(request).db.ping()
+            await database.ping()
+            migrated = await database.migrated()
     except Exception as exc:
-        if not is_outage(exc):
+        if not is_database_unusable(exc):
             raise
-        logger.warning("not ready: the database does not answer (%s)", type(exc).__name__)
+        logger.warning(
+            "not ready: the database cannot be used: %s: %s",
+            type(exc).__name__,
+            describe_database_error(exc),
+        )
         raise ServiceUnavailable("The database does not answer.") from exc
+    if not migrated:
+        logger.warning(
+            "not ready: the database schema is not at this version's revision; "
+            "run `todo-api migrate`"
+        )
+        raise ServiceUnavailable("The database is not migrated to this version's schema.")
     return Status(status="ready")

@@ -302,7 +302,8 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description 200 when the database answers a query within two seconds, 503 otherwise.
+         * @description 200 when the database answers a query within two seconds and its schema is this
+         *     version's, 503 otherwise.
          */
         get: operations["ready"];
         put?: never;
@@ -2241,7 +2242,7 @@ export interface operations {
                     "application/json": components["schemas"]["Status"];
                 };
             };
-            /** @description The database does not answer. Codes: `service_unavailable`. */
+            /** @description The database does not answer, or is not migrated. Codes: `service_unavailable`. */
             503: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
