@@ -251,7 +251,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         if not self.better_auth_url:
-            for name in ("better_auth_jwks_url", "better_auth_issuer", "better_auth_audience"):
+            for name in (
+                "better_auth_jwks_url",
+                "better_auth_issuer",
+                "better_auth_audience",
+                "better_auth_require_verified_email",
+            ):
                 if getattr(self, name):
                     raise ValueError(
                         f"{name.upper()}: needs BETTER_AUTH_URL; set it too, or unset this one"
@@ -263,7 +268,8 @@ class Settings(BaseSettings):
             )
         if not self.local_accounts and not self.better_auth_url:
             raise ValueError(
-                "LOCAL_ACCOUNTS=false needs BETTER_AUTH_URL: otherwise nobody could sign in"
+                "LOCAL_ACCOUNTS: false needs BETTER_AUTH_URL (otherwise nobody could sign in); "
+                "set it too, or write true"
             )
         if self.environment == "production":
             self._check_production()

@@ -1316,7 +1316,7 @@ async def test_local_accounts_can_be_turned_off_for_a_better_auth_only_deploymen
 
 
 def test_turning_off_local_accounts_needs_better_auth(make_settings: SettingsFactory) -> None:
-    with pytest.raises(ValueError, match="LOCAL_ACCOUNTS=false needs BETTER_AUTH_URL"):
+    with pytest.raises(ValueError, match="LOCAL_ACCOUNTS: false needs BETTER_AUTH_URL"):
         make_settings(local_accounts=False)
 
 

@@ -202,6 +202,12 @@ REFUSALS = [
     ("REFRESH_TOKEN_COOKIE", "yes please", '"yes please" is not valid; write true or false'),
     ("REFRESH_COOKIE_SAMESITE", "loose", '"loose" is not valid; write one of strict, lax, none'),
     ("MAX_SESSIONS_PER_USER", "0", '"0" is not valid; write a whole number from 1 to 10000'),
+    ("LOCAL_ACCOUNTS", "maybe", '"maybe" is not valid; write true or false'),
+    (
+        "LOCAL_ACCOUNTS",
+        "false",
+        "false needs BETTER_AUTH_URL (otherwise nobody could sign in); set it too, or write true",
+    ),
     (
         "BETTER_AUTH_URL",
         "auth.example.com",
@@ -220,6 +226,11 @@ REFUSALS = [
     (
         "BETTER_AUTH_AUDIENCE",
         "todo",
+        "needs BETTER_AUTH_URL; set it too, or unset this one",
+    ),
+    (
+        "BETTER_AUTH_REQUIRE_VERIFIED_EMAIL",
+        "true",
         "needs BETTER_AUTH_URL; set it too, or unset this one",
     ),
     (
