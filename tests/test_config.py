@@ -3,8 +3,14 @@
 import pytest
 from pydantic import ValidationError
 
-from backend.config import Settings, normalize_database_url
+from backend.config import Settings, SmtpServer, normalize_database_url, parse_smtp_url
 from tests.conftest import TEST_SIGNING_KEY
+
+# What production needs besides a signing key while local accounts are on.
+MAIL = {
+    "smtp_url": "smtp://mailer:secret@smtp.example.com:587",
+    "password_reset_url": "https://app.example.com/reset-password?token={token}",
+}
 
 
 def settings(**values: object) -> Settings:
@@ -63,7 +69,59 @@ def test_trusted_proxies_must_be_networks() -> None:
 def test_production_refuses_to_start_without_a_signing_key() -> None:
     with pytest.raises(ValidationError, match="set JWT_PRIVATE_KEY"):
         settings(environment="production")
-    assert settings(environment="production", jwt_private_key=TEST_SIGNING_KEY)
+    assert settings(environment="production", jwt_private_key=TEST_SIGNING_KEY, **MAIL)
+
+
+def test_production_with_local_accounts_needs_smtp_and_a_reset_url() -> None:
+    for missing in MAIL:
+        values = {k: v for k, v in MAIL.items() if k != missing}
+        with pytest.raises(ValidationError, match="set SMTP_URL and PASSWORD_RESET_URL"):
+            settings(environment="production", jwt_private_key=TEST_SIGNING_KEY, **values)
+    assert settings(
+        environment="production",
+        jwt_private_key=TEST_SIGNING_KEY,
+        local_accounts=False,
+        better_auth_url="https://auth.example.com",
+    )
+
+
+def test_reset_url_must_hold_the_token() -> None:
+    with pytest.raises(ValidationError, match="holding \\{token\\}"):
+        settings(password_reset_url="https://app.example.com/reset")
+    with pytest.raises(ValidationError, match="holding \\{token\\}"):
+        settings(password_reset_url="javascript:alert({token})")
+    assert settings().reset_link_template == "http://localhost:3000/reset-password?token={token}"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "smtp://mailer:s%40cret@smtp.example.com:587",
+            SmtpServer("smtp.example.com", 587, "mailer", "s@cret", False, True),
+        ),
+        ("smtp://smtp.example.com", SmtpServer("smtp.example.com", 587, None, None, False, True)),
+        (
+            "smtps://u:p@smtp.example.com",
+            SmtpServer("smtp.example.com", 465, "u", "p", True, False),
+        ),
+        (
+            "smtp://127.0.0.1:1025?starttls=false",
+            SmtpServer("127.0.0.1", 1025, None, None, False, False),
+        ),
+    ],
+)
+def test_smtp_urls(url: str, expected: SmtpServer) -> None:
+    assert parse_smtp_url(url) == expected
+    assert settings(smtp_url=url).smtp_url is not None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://smtp.example.com", "smtp://", "smtp://h?tls=no", "smtp://h:port"]
+)
+def test_bad_smtp_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="SMTP_URL"):
+        settings(smtp_url=url)
 
 
 def test_production_refuses_plain_http_better_auth() -> None:
@@ -72,11 +130,13 @@ def test_production_refuses_plain_http_better_auth() -> None:
             environment="production",
             jwt_private_key=TEST_SIGNING_KEY,
             better_auth_url="http://auth.example.com",
+            **MAIL,
         )
     assert settings(
         environment="production",
         jwt_private_key=TEST_SIGNING_KEY,
         better_auth_url="https://auth.example.com",
+        **MAIL,
     )
 
 
