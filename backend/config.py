@@ -8,10 +8,12 @@ message that names the variable to set.
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from limits import parse as parse_rate_limit
@@ -29,6 +31,48 @@ from backend.database_url import normalize_database_url
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./todo.db"
 DEFAULT_KEY_FILE = Path(".todo-jwt-key.pem")
+DEFAULT_PASSWORD_RESET_URL = "http://localhost:3000/reset-password?token={token}"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """Where mail goes: `smtp://` speaks STARTTLS (required, unless `?starttls=false`, for a
+    local test server), `smtps://` TLS from the first byte."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    implicit_tls: bool
+    start_tls: bool
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """`smtp://user:pass@host:587`, `smtps://user:pass@host:465`, `smtp://host:25?starttls=false`."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+        raise ValueError(
+            "SMTP_URL: not an SMTP URL; write smtp://user:pass@host:587 (STARTTLS) or "
+            "smtps://user:pass@host:465"
+        )
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"starttls"}
+    starttls = query.get("starttls", ["true"])[-1].lower()
+    if unknown or starttls not in {"true", "false"}:
+        raise ValueError("SMTP_URL: takes one query parameter; write ?starttls=true or false")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("SMTP_URL: the port is not valid; write a number such as 587") from exc
+    implicit_tls = parts.scheme == "smtps"
+    return SmtpServer(
+        host=parts.hostname,
+        port=port or (465 if implicit_tls else 587),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        implicit_tls=implicit_tls,
+        start_tls=not implicit_tls and starttls == "true",
+    )
 
 
 def _split_list(name: str, value: object) -> object:
@@ -151,7 +195,16 @@ class Settings(BaseSettings):
     refresh_rate_limit: str = "60/minute"
     password_change_rate_limit: str = "10/hour"  # noqa: S105 (a rate, not a password)
     task_write_rate_limit: str = "300/minute"
+    # Forgotten-password requests and resets, per client IP and per email, each.
+    password_reset_rate_limit: str = "5/hour"  # noqa: S105 (a rate, not a password)
     max_tasks_per_user: int = Field(default=10000, ge=1)
+
+    # Mail (password reset links)
+    smtp_url: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mail_from: str = Field(default="Todo API <no-reply@localhost>", min_length=1, max_length=320)
+    # Where a reset link leads: the frontend's page, `{token}` standing for the token.
+    password_reset_url: str | None = None
 
     # Password hashing
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
@@ -221,6 +274,7 @@ class Settings(BaseSettings):
         "login_lockout",
         "refresh_rate_limit",
         "password_change_rate_limit",
+        "password_reset_rate_limit",
         "task_write_rate_limit",
     )
     @classmethod
@@ -245,6 +299,42 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{str(info.field_name).upper()}: {json.dumps(value)} is not an http(s) URL; "
                 "write one such as https://auth.example.com"
+            )
+        return value
+
+    @field_validator("smtp_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value.get_secret_value())  # refuses a bad URL at start
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or any(c.isspace() for c in address):
+            raise ValueError(
+                f"MAIL_FROM: {json.dumps(value)} is not an email address; write one such as "
+                "Todo <no-reply@example.com>"
+            )
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _reset_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("http://", "https://")) or "{token}" not in value:
+            raise ValueError(
+                f"PASSWORD_RESET_URL: {json.dumps(value)} is not an http(s) URL holding {{token}}; "
+                "write one such as https://app.example/reset-password?token={token}"
             )
         return value
 
@@ -290,6 +380,11 @@ class Settings(BaseSettings):
             )
         if self.refresh_token_cookie and any(o.startswith("http://") for o in self.cors_origins):
             problems.append("with REFRESH_TOKEN_COOKIE, CORS_ORIGINS must be https:// origins")
+        if self.local_accounts and (self.smtp_url is None or self.password_reset_url is None):
+            problems.append(
+                "set SMTP_URL and PASSWORD_RESET_URL (local accounts reset forgotten passwords "
+                "by email), or LOCAL_ACCOUNTS=false"
+            )
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
 
@@ -318,6 +413,11 @@ class Settings(BaseSettings):
     @property
     def better_auth_token_audience(self) -> str | None:
         return self.better_auth_audience or _origin(self.better_auth_url)
+
+    @property
+    def reset_link_template(self) -> str:
+        """The reset link, `{token}` standing for the token (a development default)."""
+        return self.password_reset_url or DEFAULT_PASSWORD_RESET_URL
 
     @property
     def key_file(self) -> Path:

@@ -4,9 +4,10 @@
   connection for the task routes), opened by the route class (`backend/routing.py`).
 - `CurrentUser`: the account behind a valid bearer token (401 otherwise).
 - `OwnerId`: the `{user_id}` path segment, once it is known to be the caller's own (403 otherwise).
-- `SignupLimit`, `LoginLimit`, `RefreshLimit`, `PasswordChangeLimit`, `TaskWriteLimit`: route
-  dependencies that count the request against its rate limit (per client IP, or per user for
-  password changes and task writes) and answer 429 beyond it.
+- `SignupLimit`, `LoginLimit`, `RefreshLimit`, `PasswordChangeLimit`, `PasswordResetLimit`,
+  `TaskWriteLimit`: route dependencies that count the request against its rate limit (per
+  client IP, or per user for password changes and task writes) and answer 429 beyond it;
+  `limit_password_resets_of` counts a password reset against the account's email.
 """
 
 from collections.abc import Awaitable, Callable
@@ -172,6 +173,29 @@ async def limit_password_changes(request: Request, user: CurrentUser) -> None:
     await _enforce(request, limiter.password_change, "password", user.id, what="password changes")
 
 
+async def limit_password_resets(request: Request) -> None:
+    limiter = runtime_of(request).limiter
+    await _enforce(
+        request,
+        limiter.password_reset,
+        f"password-reset-{request.url.path.rsplit('/', 1)[-1]}",
+        client_ip_of(request),
+        what="password reset requests",
+    )
+
+
+async def limit_password_resets_of(request: Request, email: str) -> None:
+    """Count a password reset request (or a reset) against the account's email."""
+    limiter = runtime_of(request).limiter
+    await _enforce(
+        request,
+        limiter.password_reset,
+        f"password-reset-{request.url.path.rsplit('/', 1)[-1]}-email",
+        email,
+        what="password reset requests for this account",
+    )
+
+
 async def limit_task_writes(request: Request, owner: OwnerId) -> None:
     limiter = runtime_of(request).limiter
     await _enforce(request, limiter.task_write, "task-write", owner, what="task changes")
@@ -212,4 +236,5 @@ SignupLimit = Depends(limit_signups)
 LoginLimit = Depends(limit_logins)
 RefreshLimit = Depends(limit_refreshes)
 PasswordChangeLimit = Depends(limit_password_changes)
+PasswordResetLimit = Depends(limit_password_resets)
 TaskWriteLimit = Depends(limit_task_writes)

@@ -87,6 +87,15 @@ class WrongPassword(AppError):
     default_detail = "The current password is not correct."
 
 
+class InvalidResetToken(AppError):
+    status_code = 400
+    code = "invalid_reset_token"
+    default_detail = (
+        "This password reset link is not valid: it was already used, has expired (after 30 "
+        "minutes), or a newer one was sent. Ask for a new one."
+    )
+
+
 class Unauthorized(AppError):
     """401 for a bearer-protected route: carries the `WWW-Authenticate` challenge."""
 

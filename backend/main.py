@@ -17,7 +17,7 @@ from backend.middleware import (
     RequestContextMiddleware,
 )
 from backend.openapi import install_docs, install_openapi
-from backend.routes import auth, health, tasks
+from backend.routes import auth, export, health, tasks
 from backend.runtime import Runtime
 
 DESCRIPTION = """\
@@ -31,6 +31,7 @@ Every error is `application/problem+json` with a stable `code` and the `request_
 EXPOSED_HEADERS = [
     "X-Request-ID",
     "Location",
+    "Content-Disposition",
     "Retry-After",
     "RateLimit-Limit",
     "RateLimit-Remaining",
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # The busiest routes first: the router tries routes in order.
     app.include_router(tasks.router)
+    app.include_router(export.router)
     if settings.local_accounts:
         app.include_router(auth.local_accounts)
     app.include_router(auth.router)

@@ -98,6 +98,10 @@ class User(SQLModel, table=True):
     # Always set for local accounts; a Better Auth token may carry no email claim.
     email: str | None = Field(default=None, max_length=320)
     name: str | None = Field(default=None, max_length=200)
+    # An IANA time zone name ("Europe/Paris"): what "today" means for this user.
+    time_zone: str = Field(
+        default="UTC", max_length=64, nullable=False, sa_column_kwargs={"server_default": "UTC"}
+    )
     password_hash: str | None = Field(default=None, max_length=512)
     task_count: int = Field(default=0, nullable=False)
     # Access tokens issued before this instant are refused (logout-all, password change).
@@ -167,6 +171,29 @@ class RefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class PasswordResetToken(SQLModel, table=True):
+    """A password reset link that was mailed: only the SHA-256 of its 256-bit token is stored.
+    A user has at most one (a newer request replaces it); using it, a password change and the
+    account's deletion delete it."""
+
+    __tablename__ = "password_reset_tokens"
+    __table_args__ = (
+        sa.Index("ix_password_reset_tokens_user", "user_id"),
+        sa.Index("ix_password_reset_tokens_expires", "expires_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    token_hash: str = Field(max_length=64, unique=True, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 # The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.
 USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
 TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
+PASSWORD_RESETS: sa.Table = PasswordResetToken.__table__  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from backend.errors import (
     Forbidden,
     InvalidCredentials,
     InvalidRefreshToken,
+    InvalidResetToken,
     InvalidToken,
     MissingToken,
     NotFound,
@@ -54,6 +55,7 @@ _ERRORS: dict[str, type[AppError]] = {
         ValidationFailed,
         WeakPassword,
         WrongPassword,
+        InvalidResetToken,
         MissingToken,
         InvalidToken,
         TokenExpired,
@@ -124,6 +126,11 @@ HEADERS: dict[str, dict[str, Any]] = {
     "WWW-Authenticate": {
         "description": 'The bearer challenge, e.g. `Bearer realm="todo-api", '
         'error="invalid_token"`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Content-Disposition": {
+        "description": 'A download: `attachment; filename="todo-export-2026-12-10.json"`.',
         "required": True,
         "schema": {"type": "string"},
     },

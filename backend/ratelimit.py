@@ -1,7 +1,8 @@
 """Rate limits, with the `limits` library: counters in Redis when `REDIS_URL` is set (shared by
 every worker), in process memory otherwise.
 
-- signups per client IP, login attempts per client IP, task writes per user;
+- signups per client IP, login attempts per client IP, task writes per user, password reset
+  requests and resets per client IP and per email;
 - failed logins per account: past the limit the account is locked, even for the right password,
   until the window has passed (counted per email, whether or not the account exists, so the lock
   tells nothing about existence).
@@ -111,6 +112,7 @@ class RateLimiter:
         self.lockout = parse(settings.login_lockout)
         self.refresh = parse(settings.refresh_rate_limit)
         self.password_change = parse(settings.password_change_rate_limit)
+        self.password_reset = parse(settings.password_reset_rate_limit)
         self.task_write = parse(settings.task_write_rate_limit)
         memory = _MemoryStorage()
         self._memory = Strategies(

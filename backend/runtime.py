@@ -14,6 +14,7 @@ from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerifier, TrustedIssuer
 from backend.config import Settings
 from backend.db import Database
+from backend.mail import Background, Mailer
 from backend.models import AuthProvider
 from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter, parse_networks
 from backend.services.sessions import SessionPolicy
@@ -33,6 +34,8 @@ class Runtime:
     limiter: RateLimiter
     lockout: LoginLockout
     trusted_proxies: tuple[IPNetwork, ...]
+    mailer: Mailer
+    background: Background
 
     @classmethod
     async def start(cls, settings: Settings) -> "Runtime":
@@ -101,9 +104,13 @@ class Runtime:
             limiter=limiter,
             lockout=LoginLockout(limiter),
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            mailer=Mailer(settings),
+            background=Background(),
         )
 
     async def stop(self) -> None:
+        # Mails being sent when the server stops get a few seconds to go out.
+        await self.background.close(timeout_seconds=self.settings.smtp_timeout_seconds)
         if self.better_auth_keys is not None:
             await self.better_auth_keys.close()
         await self.http.aclose()

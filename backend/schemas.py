@@ -6,8 +6,10 @@ what a client may see (no password hash, no internal counters).
 
 import re
 import uuid
+import zoneinfo
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -138,6 +140,7 @@ USER_EXAMPLE: dict[str, Any] = {
     "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
     "email": "ada@example.com",
     "name": "Ada Lovelace",
+    "time_zone": "Europe/London",
     "created_at": "2026-11-26T20:22:38.427Z",
 }
 AUTH_EXAMPLE: dict[str, Any] = {
@@ -245,7 +248,79 @@ class UserRead(BaseModel):
     id: str = Field(examples=["6a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"])
     email: str | None = Field(examples=["ada@example.com"])
     name: str | None = Field(examples=["Ada Lovelace"])
+    time_zone: str = Field(
+        description='An IANA time zone name: what "today" means for this user.',
+        examples=["Europe/London"],
+    )
     created_at: Timestamp
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana_time_zone(value: str) -> str:
+    if value not in _time_zones():
+        raise ValueError("must be an IANA time zone name, such as Europe/Paris or UTC")
+    return value
+
+
+TimeZoneName = Annotated[
+    StrictStr,
+    AfterValidator(_iana_time_zone),
+    Field(
+        max_length=64,
+        description="An IANA time zone name, exactly as spelled in the tz database "
+        "(`Europe/Paris`, `America/New_York`, `UTC`).",
+        examples=["Europe/Paris"],
+    ),
+]
+
+
+def _profile_schema(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    schema["properties"]["time_zone"].pop("default", None)
+
+
+class ProfileUpdate(RequestModel):
+    """Some fields of the profile (JSON merge patch): a field left out is kept; `name: null`
+    (or a blank name) clears the name; `time_zone` cannot be null."""
+
+    model_config = ConfigDict(json_schema_extra=_profile_schema)
+
+    name: DisplayName = None
+    # The default only stands for "left out" (see TaskPatch): only fields sent are read.
+    time_zone: TimeZoneName = Field(default=None)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("send at least one of name, time_zone")
+        return self
+
+
+class AccountDeletion(RequestModel):
+    password: Annotated[StrictStr, Field(min_length=1, max_length=1024)] = Field(
+        description="The account's password (local accounts).",
+        examples=["correct horse battery staple"],
+    )
+
+
+class ForgotPasswordRequest(RequestModel):
+    email: Annotated[
+        StoredText, BeforeValidator(_strip), AfterValidator(lookup_email), Field(max_length=320)
+    ] = Field(
+        description="The account's email, compared as at login.", examples=["ada@example.com"]
+    )
+
+
+class PasswordResetRequest(RequestModel):
+    token: Annotated[StrictStr, Field(min_length=1, max_length=512)] = Field(
+        description="The token of the reset link (the `{token}` of `PASSWORD_RESET_URL`).",
+        examples=["Vb0pX2m8TqZ5f3yHc9LwR1uKe7NjD4sAo6GiQxEtW0M"],
+    )
+    new_password: NewPassword
 
 
 class AuthResponse(BaseModel):
@@ -409,6 +484,15 @@ class TaskRead(BaseModel):
     due_date: date | None = Field(examples=["2026-12-01"])
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class ExportDocument(BaseModel):
+    """What `GET /api/{user_id}/export` answers (streamed)."""
+
+    format: Literal["todo-api/1"] = Field(description="The version of this document's shape.")
+    exported_at: Timestamp
+    user: UserRead
+    tasks: list[TaskRead] = Field(description="Every task of the user, oldest first.")
 
 
 class TaskPage(BaseModel):

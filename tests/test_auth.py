@@ -84,7 +84,7 @@ async def test_signup_returns_the_user_and_a_bearer_token(client: httpx.AsyncCli
     assert set(body) == {
         "user", "access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"
     }  # fmt: skip
-    assert set(body["user"]) == {"id", "email", "name", "created_at"}
+    assert set(body["user"]) == {"id", "email", "name", "time_zone", "created_at"}
     assert body["user"]["email"] == "ada@example.com"
     assert body["user"]["name"] == "Ada"
     assert body["user"]["created_at"].endswith("Z")

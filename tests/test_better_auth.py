@@ -1291,6 +1291,42 @@ async def test_a_better_auth_user_changes_its_password_through_better_auth(
         assert_problem(response, 409, "password_managed_elsewhere")
 
 
+async def test_a_deleted_better_auth_user_comes_back_as_a_new_empty_account(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    server = better_auth["EdDSA"]
+    user = await better_auth_sign_up(server, name="Leaving Soon")
+    async with serving(make_settings, better_auth_url=server.base_url) as (app, client):
+        token = await user.token()
+        assert (await create_task(client, user.id, token)).status_code == 201
+        # Its name comes from Better Auth; its time zone is ours to keep.
+        renamed = await client.patch("/api/auth/me", json={"name": "x"}, headers=bearer(token))
+        assert_problem(renamed, 400, "validation_error")
+        moved = await client.patch(
+            "/api/auth/me", json={"time_zone": "Asia/Tokyo"}, headers=bearer(token)
+        )
+        assert moved.json()["time_zone"] == "Asia/Tokyo"
+        first = await stored_user(app, user.id)
+        assert first is not None
+
+        with_password = await client.request(
+            "DELETE", "/api/auth/me", json={"password": "x"}, headers=bearer(token)
+        )
+        assert_problem(with_password, 400, "validation_error")
+        deleted = await client.delete("/api/auth/me", headers=bearer(token))
+        assert deleted.status_code == 204, deleted.text
+        assert await stored_user(app, user.id) is None
+
+        # Signing in again through Better Auth: a new account here, with nothing in it.
+        again = await user.token()
+        listed = await client.get(f"/api/{user.id}/tasks", headers=bearer(again))
+        assert listed.status_code == 200 and listed.json()["items"] == []
+        me = (await client.get("/api/auth/me", headers=bearer(again))).json()
+        assert me["time_zone"] == "UTC" and me["name"] == "Leaving Soon"
+        fresh = await stored_user(app, user.id)
+        assert fresh is not None and fresh.created_at > first.created_at
+
+
 async def test_local_accounts_can_be_turned_off_for_a_better_auth_only_deployment(
     better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
 ) -> None:

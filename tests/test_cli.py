@@ -128,6 +128,8 @@ def test_production_refuses_to_serve_an_unmigrated_database(
         str(free_port()),
         ENVIRONMENT="production",
         JWT_PRIVATE_KEY=TEST_SIGNING_KEY,
+        SMTP_URL="smtp://mailer:secret@smtp.example.com:587",
+        PASSWORD_RESET_URL="https://app.example.com/reset-password?token={token}",
         DATABASE_URL=fresh_database_url,
     )
     assert one_line_failure(result) == (

@@ -6,9 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from backend.auth.keys import LocalKeys
-from backend.config import Settings, SettingsError, load_settings
+from backend.config import Settings, SettingsError, SmtpServer, load_settings, parse_smtp_url
 from backend.database_url import normalize_database_url
 from tests.conftest import TEST_SIGNING_KEY
+
+# What production needs besides a signing key while local accounts are on.
+MAIL = {
+    "smtp_url": "smtp://mailer:secret@smtp.example.com:587",
+    "password_reset_url": "https://app.example.com/reset-password?token={token}",
+}
 
 
 def settings(**values: object) -> Settings:
@@ -70,7 +76,59 @@ def test_production_refuses_to_start_without_a_signing_key(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValidationError, match="set JWT_PRIVATE_KEY"):
         settings(environment="production")
-    assert settings(environment="production", jwt_private_key=TEST_SIGNING_KEY)
+    assert settings(environment="production", jwt_private_key=TEST_SIGNING_KEY, **MAIL)
+
+
+def test_production_with_local_accounts_needs_smtp_and_a_reset_url() -> None:
+    for missing in MAIL:
+        values = {k: v for k, v in MAIL.items() if k != missing}
+        with pytest.raises(ValidationError, match="set SMTP_URL and PASSWORD_RESET_URL"):
+            settings(environment="production", jwt_private_key=TEST_SIGNING_KEY, **values)
+    assert settings(
+        environment="production",
+        jwt_private_key=TEST_SIGNING_KEY,
+        local_accounts=False,
+        better_auth_url="https://auth.example.com",
+    )
+
+
+def test_reset_url_must_hold_the_token() -> None:
+    with pytest.raises(ValidationError, match="holding \\{token\\}"):
+        settings(password_reset_url="https://app.example.com/reset")
+    with pytest.raises(ValidationError, match="holding \\{token\\}"):
+        settings(password_reset_url="javascript:alert({token})")
+    assert settings().reset_link_template == "http://localhost:3000/reset-password?token={token}"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "smtp://mailer:s%40cret@smtp.example.com:587",
+            SmtpServer("smtp.example.com", 587, "mailer", "s@cret", False, True),
+        ),
+        ("smtp://smtp.example.com", SmtpServer("smtp.example.com", 587, None, None, False, True)),
+        (
+            "smtps://u:p@smtp.example.com",
+            SmtpServer("smtp.example.com", 465, "u", "p", True, False),
+        ),
+        (
+            "smtp://127.0.0.1:1025?starttls=false",
+            SmtpServer("127.0.0.1", 1025, None, None, False, False),
+        ),
+    ],
+)
+def test_smtp_urls(url: str, expected: SmtpServer) -> None:
+    assert parse_smtp_url(url) == expected
+    assert settings(smtp_url=url).smtp_url is not None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://smtp.example.com", "smtp://", "smtp://h?tls=no", "smtp://h:port"]
+)
+def test_bad_smtp_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="SMTP_URL"):
+        settings(smtp_url=url)
 
 
 def test_production_uses_a_key_file_at_the_default_path(
@@ -78,7 +136,7 @@ def test_production_uses_a_key_file_at_the_default_path(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".todo-jwt-key.pem").write_text(TEST_SIGNING_KEY)
-    production = settings(environment="production")
+    production = settings(environment="production", **MAIL)
     assert (
         LocalKeys.from_settings(production).kid
         == LocalKeys.from_settings(settings(jwt_private_key=TEST_SIGNING_KEY)).kid
@@ -91,11 +149,13 @@ def test_production_refuses_plain_http_better_auth() -> None:
             environment="production",
             jwt_private_key=TEST_SIGNING_KEY,
             better_auth_url="http://auth.example.com",
+            **MAIL,
         )
     assert settings(
         environment="production",
         jwt_private_key=TEST_SIGNING_KEY,
         better_auth_url="https://auth.example.com",
+        **MAIL,
     )
 
 
@@ -202,6 +262,28 @@ REFUSALS = [
     ("REFRESH_TOKEN_COOKIE", "yes please", '"yes please" is not valid; write true or false'),
     ("REFRESH_COOKIE_SAMESITE", "loose", '"loose" is not valid; write one of strict, lax, none'),
     ("MAX_SESSIONS_PER_USER", "0", '"0" is not valid; write a whole number from 1 to 10000'),
+    (
+        "SMTP_URL",
+        "http://mail.example.com",
+        "not an SMTP URL; write smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465",
+    ),
+    ("SMTP_TIMEOUT_SECONDS", "0", '"0" is not valid; write a number greater than 0, at most 120'),
+    (
+        "MAIL_FROM",
+        "nobody",
+        '"nobody" is not an email address; write one such as Todo <no-reply@example.com>',
+    ),
+    (
+        "PASSWORD_RESET_URL",
+        "https://app.example/reset",
+        '"https://app.example/reset" is not an http(s) URL holding {token}; write one such as '
+        "https://app.example/reset-password?token={token}",
+    ),
+    (
+        "PASSWORD_RESET_RATE_LIMIT",
+        "often",
+        '"often" is not a rate; write one such as 10/minute or 100/hour',
+    ),
     ("LOCAL_ACCOUNTS", "maybe", '"maybe" is not valid; write true or false'),
     (
         "LOCAL_ACCOUNTS",
@@ -334,4 +416,6 @@ def test_choices_are_read_whatever_their_case(
     monkeypatch.setenv(variable, given)
     if variable == "ENVIRONMENT":
         monkeypatch.setenv("JWT_PRIVATE_KEY", TEST_SIGNING_KEY)
+        for name, value in MAIL.items():
+            monkeypatch.setenv(name.upper(), value)
     assert getattr(settings(), variable.lower()) == read

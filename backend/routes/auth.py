@@ -1,5 +1,5 @@
-"""Accounts and sessions: signup, login, refresh, logout, password change, the current user,
-and our public keys."""
+"""Accounts and sessions: signup, login, refresh, logout, password change, forgotten passwords,
+the current user (read, change, delete), and our public keys."""
 
 from typing import Annotated, Any
 
@@ -9,12 +9,16 @@ from backend.dependencies import (
     CurrentUser,
     LoginLimit,
     PasswordChangeLimit,
+    PasswordResetLimit,
     RefreshLimit,
     SessionDep,
     SignupLimit,
+    client_ip_of,
+    limit_password_resets_of,
     runtime_of,
 )
 from backend.errors import ValidationFailed
+from backend.models import utcnow
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -29,15 +33,20 @@ from backend.schemas import (
     AUTH_EXAMPLE,
     JWKS_EXAMPLE,
     USER_EXAMPLE,
+    AccountDeletion,
     AuthResponse,
+    ForgotPasswordRequest,
     JsonWebKeySet,
     LoginRequest,
     PasswordChangeRequest,
+    PasswordResetRequest,
+    ProfileUpdate,
     RefreshRequest,
     SignupRequest,
     UserRead,
 )
-from backend.services import sessions, users
+from backend.services import accounts, password_resets, sessions, users
+from backend.services.password_resets import ResetRequest
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=UnitOfWorkRoute)
 # The routes of local accounts, left out (404, and out of the document) with LOCAL_ACCOUNTS=false.
@@ -98,6 +107,46 @@ PasswordBody = Annotated[
             change=(
                 "The current password and a new one",
                 {"current_password": _EXAMPLE_PASSWORD, "new_password": "a new, longer passphrase"},
+            )
+        )
+    ),
+]
+
+ProfileBody = Annotated[
+    ProfileUpdate,
+    Body(
+        openapi_examples=body_examples(
+            time_zone=("Set the time zone", {"time_zone": "Europe/Paris"}),
+            both=("Rename and move", {"name": "Ada King", "time_zone": "America/New_York"}),
+            clear=("Clear the name", {"name": None}),
+        )
+    ),
+]
+DeletionBody = Annotated[
+    AccountDeletion | None,
+    Body(
+        description="Local accounts confirm with their password; Better Auth users send no body.",
+        openapi_examples=body_examples(
+            local=("A local account confirms with its password", {"password": _EXAMPLE_PASSWORD})
+        ),
+    ),
+]
+ForgotBody = Annotated[
+    ForgotPasswordRequest,
+    Body(
+        openapi_examples=body_examples(forgot=("The account's email", {"email": "ada@example.com"}))
+    ),
+]
+ResetBody = Annotated[
+    PasswordResetRequest,
+    Body(
+        openapi_examples=body_examples(
+            reset=(
+                "The token from the emailed link, and a new password",
+                {
+                    "token": "Vb0pX2m8TqZ5f3yHc9LwR1uKe7NjD4sAo6GiQxEtW0M",
+                    "new_password": "a new, longer passphrase",
+                },
             )
         )
     ),
@@ -313,6 +362,117 @@ async def logout(body: RefreshBody, session: SessionDep, request: Request) -> Re
     return _forget_cookie(request, Response(status_code=204))
 
 
+@local_accounts.post(
+    "/password/forgot",
+    status_code=202,
+    response_class=Response,
+    summary="Ask for a password reset link",
+    operation_id="forgotPassword",
+    dependencies=[PasswordResetLimit],
+    responses={
+        **success_response(
+            202,
+            description="Accepted: if a local account has this email, a reset link is on its "
+            "way. The same answer for every email.",
+            headers=RATE_LIMIT_HEADERS,
+        ),
+        **problem_responses(
+            "validation_error",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                429: "Too many requests from this client, or for this email "
+                "(`PASSWORD_RESET_RATE_LIMIT`, each)."
+            },
+            invalid=(["body", "email"], "Field required", "missing"),
+        ),
+    },
+)
+async def forgot_password(body: ForgotBody, request: Request) -> Response:
+    """Mail a single-use link to reset the password of the local account with this email.
+
+    Always 202 with no body, at once, whether or not an account has the email: the lookup and
+    the mail happen after the answer. The link (`PASSWORD_RESET_URL` with the token) works once,
+    for 30 minutes, and only until a newer one is sent; the email says when and from which IP
+    and browser the request came. Limited per client IP and per email
+    (`PASSWORD_RESET_RATE_LIMIT`, each)."""
+    runtime = runtime_of(request)
+    await limit_password_resets_of(request, body.email)
+    reset = ResetRequest(
+        email=body.email,
+        client_ip=client_ip_of(request),
+        user_agent=request.headers.get("user-agent"),
+        requested_at=utcnow(),
+    )
+    runtime.background.run(
+        password_resets.request_reset(
+            runtime.db, runtime.mailer, reset, link_template=runtime.settings.reset_link_template
+        ),
+        name="password-reset-email",
+    )
+    return Response(status_code=202)
+
+
+@local_accounts.post(
+    "/password/reset",
+    response_model=AuthResponse,
+    summary="Reset the password with an emailed token",
+    operation_id="resetPassword",
+    dependencies=[PasswordResetLimit],
+    responses={
+        **success_response(
+            200,
+            description=f"The password is reset and earlier tokens stop working: {_TOKENS}",
+            example=AUTH_EXAMPLE,
+            headers=RATE_LIMIT_HEADERS,
+        ),
+        **problem_responses(
+            "validation_error",
+            "invalid_reset_token",
+            "weak_password",
+            "rate_limited",
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input; a token that is unknown, used, expired or replaced by a "
+                "newer one (`invalid_reset_token`); or a very common new password.",
+                429: "Too many resets from this client, or for this account "
+                "(`PASSWORD_RESET_RATE_LIMIT`, each).",
+            },
+            invalid=(
+                ["body", "new_password"],
+                "String should have at least 8 characters",
+                "string_too_short",
+            ),
+        ),
+    },
+)
+async def reset_password(body: ResetBody, session: SessionDep, request: Request) -> Response:
+    """Set a new password with the token of a reset link, and sign in.
+
+    The token works once: every earlier token of the user, access and refresh, stops working,
+    every reset link of the user too, and the account's login lockout (`LOGIN_LOCKOUT`) is
+    lifted. An unknown, used, expired (30 minutes) or replaced token is 400
+    `invalid_reset_token`; a very common new password is 400 `weak_password` (the token then
+    still works)."""
+    runtime = runtime_of(request)
+
+    async def limit(email: str) -> None:
+        await limit_password_resets_of(request, email)
+
+    auth = await password_resets.reset_password(
+        runtime.db,
+        session,
+        runtime.hasher,
+        runtime.lockout,
+        runtime.access_tokens,
+        raw_token=body.token,
+        new_password=body.new_password,
+        policy=runtime.session_policy,
+        limit_per_account=limit,
+    )
+    return _session_response(request, auth)
+
+
 @router.post(
     "/logout-all",
     status_code=204,
@@ -405,6 +565,89 @@ async def change_password(
 async def me(user: CurrentUser) -> Response:
     """The account the bearer token belongs to (ours or a Better Auth user)."""
     return json_response(sessions.user_read(user))
+
+
+@router.patch(
+    "/me",
+    response_model=UserRead,
+    summary="Change the current user's profile",
+    operation_id="updateCurrentUser",
+    responses={
+        **success_response(200, description="The user, changed.", example=USER_EXAMPLE),
+        **problem_responses(
+            "validation_error",
+            *BEARER_ERRORS,
+            *BODY_ERRORS,
+            descriptions={
+                400: "Invalid input: `{}`, an unknown field, a time zone that is not an IANA "
+                "name, a `null` time zone, a name longer than 100 characters, or a Better Auth "
+                "user's name (changed in Better Auth)."
+            },
+            invalid=(
+                ["body", "time_zone"],
+                "must be an IANA time zone name, such as Europe/Paris or UTC",
+                "value_error",
+            ),
+        ),
+    },
+)
+async def update_me(
+    body: ProfileBody, user: CurrentUser, session: SessionDep, request: Request
+) -> Response:
+    """Change the display name and the time zone (JSON merge patch: a field left out is kept).
+
+    `name`: trimmed, up to 100 characters; `null` or blank clears it. A Better Auth user's name
+    comes from its Better Auth tokens, so sending it is a 400. `time_zone`: an IANA name
+    (`Europe/Paris`), which says what "today" is for this user; it cannot be null."""
+    return json_response(await accounts.update_profile(session, user, body))
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    response_class=Response,
+    summary="Delete the current user's account",
+    operation_id="deleteCurrentUser",
+    responses={
+        **success_response(
+            204, description="The account and everything in it are deleted; its tokens stop."
+        ),
+        **problem_responses(
+            "validation_error",
+            "wrong_password",
+            "rate_limited",
+            *BEARER_ERRORS,
+            *BODY_ERRORS,
+            descriptions={
+                400: "A local account's password is missing or not right (`wrong_password`), "
+                "or a Better Auth user sent a password.",
+                429: "Too many wrong passwords for this account, counted with failed logins "
+                "(`LOGIN_LOCKOUT`).",
+            },
+            invalid=(["body", "password"], "Field required", "missing"),
+        ),
+    },
+)
+async def delete_me(
+    user: CurrentUser, session: SessionDep, request: Request, body: DeletionBody = None
+) -> Response:
+    """Delete the account for good: the user, every task (the trash too), every session and
+    reset link, in one transaction. Every token of the user stops working at once, in every
+    worker. Export first (`GET /api/{user_id}/export`) to keep a copy.
+
+    Local accounts confirm with `{"password": …}` (400 `wrong_password` otherwise; wrong ones
+    count against `LOGIN_LOCKOUT`); Better Auth users send no body, and a later sign-in through
+    Better Auth starts a new, empty account here."""
+    runtime = runtime_of(request)
+    await accounts.delete_account(
+        runtime.db,
+        session,
+        runtime.hasher,
+        runtime.lockout,
+        user,
+        password=None if body is None else body.password,
+    )
+    return _forget_cookie(request, Response(status_code=204))
 
 
 @router.get(

@@ -8,7 +8,7 @@ and the whole family ends. A user has at most `max_sessions` sessions, a session
 Access tokens cannot be recalled once issued, so ending every session also moves the user's
 "tokens valid after" instant, which the token check already reads.
 
-Every change to a user's sessions locks the user's row first (`_lock_user`): revocation and
+Every change to a user's sessions locks the user's row first (`lock_user`): revocation and
 refresh run one after the other, so revocation wins every race, in one lock order.
 """
 
@@ -33,7 +33,7 @@ from backend.errors import (
     RefreshTokenReused,
     WrongPassword,
 )
-from backend.models import USERS, AuthProvider, RefreshToken, User, utcnow
+from backend.models import USERS, AuthProvider, PasswordResetToken, RefreshToken, User, utcnow
 from backend.ratelimit import LoginLockout
 from backend.schemas import AuthResponse, UserRead
 from backend.services.users import Account, account_of, check_password_strength
@@ -51,7 +51,11 @@ class SessionPolicy:
 
 def user_read(account: Account) -> UserRead:
     return UserRead(
-        id=account.id, email=account.email, name=account.name, created_at=account.created_at
+        id=account.id,
+        email=account.email,
+        name=account.name,
+        time_zone=account.time_zone,
+        created_at=account.created_at,
     )
 
 
@@ -88,7 +92,7 @@ async def _session_of(
     return which, owner
 
 
-async def _lock_user(session: AsyncSession, user_id: str) -> User | None:
+async def lock_user(session: AsyncSession, user_id: str) -> User | None:
     """The user's row, locked until the unit of work ends.
 
     Every change to a user's sessions takes this lock first, so they all run one after another
@@ -143,7 +147,7 @@ async def start_session(
     loses. Beyond `policy.max_sessions`, the user's oldest sessions end, and the user's expired
     ones are deleted (`purge_expired` deletes everyone's).
     """
-    user = await _lock_user(session, account.id)
+    user = await lock_user(session, account.id)
     if user is None or (password_hash is not None and user.password_hash != password_hash):
         raise InvalidCredentials()
     now = utcnow()
@@ -198,7 +202,7 @@ async def refresh(
     """
     token_hash = _hash(raw_token)
     which, owner = await _session_of(session, raw_token)
-    user = None if owner is None else await _lock_user(session, owner)
+    user = None if owner is None else await lock_user(session, owner)
     if user is None:
         raise InvalidRefreshToken()
     now = utcnow()
@@ -230,7 +234,7 @@ async def logout(session: AsyncSession, raw_token: str) -> None:
     """End the session this refresh token belongs to, current or not (nothing happens for an
     unknown token)."""
     which, owner = await _session_of(session, raw_token)
-    if owner is None or await _lock_user(session, owner) is None:
+    if owner is None or await lock_user(session, owner) is None:
         return
     await session.exec(delete(RefreshToken).where(col(RefreshToken.user_id) == owner, which))
 
@@ -244,7 +248,8 @@ def _next_revocation_instant(previous: datetime | None) -> datetime:
     return previous + timedelta(microseconds=1)
 
 
-async def _end_all_sessions(user: User, session: AsyncSession) -> None:
+async def end_sessions_of(user: User, session: AsyncSession) -> None:
+    """End every session of `user`, whose row this unit of work holds locked."""
     user.tokens_valid_after = _next_revocation_instant(user.tokens_valid_after)
     session.add(user)
     await session.exec(delete(RefreshToken).where(col(RefreshToken.user_id) == user.id))
@@ -252,10 +257,10 @@ async def _end_all_sessions(user: User, session: AsyncSession) -> None:
 
 async def end_all_sessions(session: AsyncSession, user_id: str) -> None:
     """End every session of the user and every access token issued until now."""
-    user = await _lock_user(session, user_id)
+    user = await lock_user(session, user_id)
     if user is None:
         raise InvalidToken("The user of this access token no longer exists.")
-    await _end_all_sessions(user, session)
+    await end_sessions_of(user, session)
 
 
 async def change_password(
@@ -291,14 +296,16 @@ async def change_password(
     await lockout.succeeded(account.email)
     check_password_strength(new_password)
     new_hash = await hasher.hash(new_password, account=account.email)
-    user = await _lock_user(session, account.id)
+    user = await lock_user(session, account.id)
     if user is None:
         raise InvalidToken("The user of this access token no longer exists.")
     if user.password_hash != stored_hash:  # a concurrent change came first
         raise WrongPassword()
     user.password_hash = new_hash
     user.updated_at = utcnow()
-    await _end_all_sessions(user, session)
+    await end_sessions_of(user, session)
+    # A reset link mailed before the change must not undo it.
+    await session.exec(delete(PasswordResetToken).where(col(PasswordResetToken.user_id) == user.id))
     await session.flush()
     return await start_session(
         session, access_tokens, account_of(user), policy=policy, password_hash=new_hash

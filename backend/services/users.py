@@ -32,6 +32,7 @@ class Account:
     provider: AuthProvider
     email: str | None
     name: str | None
+    time_zone: str
     created_at: datetime
     tokens_valid_after: datetime | None
 
@@ -42,6 +43,7 @@ _ACCOUNT_COLUMNS: tuple[Any, ...] = (
     USERS.c.provider,
     USERS.c.email,
     USERS.c.name,
+    USERS.c.time_zone,
     USERS.c.created_at,
     USERS.c.tokens_valid_after,
 )
@@ -49,7 +51,13 @@ _ACCOUNT_COLUMNS: tuple[Any, ...] = (
 
 def account_of(user: User) -> Account:
     return Account(
-        user.id, user.provider, user.email, user.name, user.created_at, user.tokens_valid_after
+        user.id,
+        user.provider,
+        user.email,
+        user.name,
+        user.time_zone,
+        user.created_at,
+        user.tokens_valid_after,
     )
 
 
@@ -241,6 +249,7 @@ async def provision_better_auth_user(connection: AsyncConnection, principal: Pri
                         provider=AuthProvider.better_auth,
                         email=email,
                         name=name,
+                        time_zone="UTC",
                         task_count=0,
                         created_at=now,
                         updated_at=now,

@@ -95,6 +95,30 @@ export interface paths {
         patch: operations["completeTask"];
         trace?: never;
     };
+    "/api/{user_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export everything of the user
+         * @description The user's data to take away: `{"format": "todo-api/1", "exported_at", "user", "tasks"}`
+         *     with every task (all fields, oldest first), as a file download.
+         *
+         *     The document is streamed as it is read, in batches: any number of tasks costs the server
+         *     little memory, and the client can write it to disk as it comes.
+         */
+        get: operations["exportData"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/signup": {
         parameters: {
             query?: never;
@@ -187,6 +211,58 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/password/forgot": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ask for a password reset link
+         * @description Mail a single-use link to reset the password of the local account with this email.
+         *
+         *     Always 202 with no body, at once, whether or not an account has the email: the lookup and
+         *     the mail happen after the answer. The link (`PASSWORD_RESET_URL` with the token) works once,
+         *     for 30 minutes, and only until a newer one is sent; the email says when and from which IP
+         *     and browser the request came. Limited per client IP and per email
+         *     (`PASSWORD_RESET_RATE_LIMIT`, each).
+         */
+        post: operations["forgotPassword"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/password/reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reset the password with an emailed token
+         * @description Set a new password with the token of a reset link, and sign in.
+         *
+         *     The token works once: every earlier token of the user, access and refresh, stops working,
+         *     every reset link of the user too, and the account's login lockout (`LOGIN_LOCKOUT`) is
+         *     lifted. An unknown, used, expired (30 minutes) or replaced token is 400
+         *     `invalid_reset_token`; a very common new password is 400 `weak_password` (the token then
+         *     still works).
+         */
+        post: operations["resetPassword"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/password": {
         parameters: {
             query?: never;
@@ -247,10 +323,28 @@ export interface paths {
         get: operations["getCurrentUser"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete the current user's account
+         * @description Delete the account for good: the user, every task (the trash too), every session and
+         *     reset link, in one transaction. Every token of the user stops working at once, in every
+         *     worker. Export first (`GET /api/{user_id}/export`) to keep a copy.
+         *
+         *     Local accounts confirm with `{"password": …}` (400 `wrong_password` otherwise; wrong ones
+         *     count against `LOGIN_LOCKOUT`); Better Auth users send no body, and a later sign-in through
+         *     Better Auth starts a new, empty account here.
+         */
+        delete: operations["deleteCurrentUser"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change the current user's profile
+         * @description Change the display name and the time zone (JSON merge patch: a field left out is kept).
+         *
+         *     `name`: trimmed, up to 100 characters; `null` or blank clears it. A Better Auth user's name
+         *     comes from its Better Auth tokens, so sending it is a 400. `time_zone`: an IANA name
+         *     (`Europe/Paris`), which says what "today" is for this user; it cannot be null.
+         */
+        patch: operations["updateCurrentUser"];
         trace?: never;
     };
     "/api/auth/jwks": {
@@ -318,6 +412,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AccountDeletion */
+        AccountDeletion: {
+            /**
+             * Password
+             * @description The account's password (local accounts).
+             * @example correct horse battery staple
+             */
+            password: string;
+        };
         /**
          * AuthResponse
          * @description What signup, login, refresh and a password change answer.
@@ -358,6 +461,38 @@ export interface components {
         CompleteRequest: {
             /** Completed */
             completed: boolean;
+        };
+        /**
+         * ExportDocument
+         * @description What `GET /api/{user_id}/export` answers (streamed).
+         */
+        ExportDocument: {
+            /**
+             * Format
+             * @description The version of this document's shape.
+             * @constant
+             */
+            format: "todo-api/1";
+            /**
+             * Exported At
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            exported_at: string;
+            user: components["schemas"]["UserRead"];
+            /**
+             * Tasks
+             * @description Every task of the user, oldest first.
+             */
+            tasks: components["schemas"]["TaskRead"][];
+        };
+        /** ForgotPasswordRequest */
+        ForgotPasswordRequest: {
+            /**
+             * Email
+             * @description The account's email, compared as at login.
+             * @example ada@example.com
+             */
+            email: string;
         };
         /** JsonWebKeySet */
         JsonWebKeySet: {
@@ -404,6 +539,21 @@ export interface components {
              */
             new_password: string;
         };
+        /** PasswordResetRequest */
+        PasswordResetRequest: {
+            /**
+             * Token
+             * @description The token of the reset link (the `{token}` of `PASSWORD_RESET_URL`).
+             * @example Vb0pX2m8TqZ5f3yHc9LwR1uKe7NjD4sAo6GiQxEtW0M
+             */
+            token: string;
+            /**
+             * New Password
+             * @description 8 to 128 characters, any Unicode; very common passwords are refused.
+             * @example correct horse battery staple
+             */
+            new_password: string;
+        };
         /**
          * Priority
          * @enum {string}
@@ -437,7 +587,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -472,6 +622,25 @@ export interface components {
              * @example string_too_short
              */
             type: string;
+        };
+        /**
+         * ProfileUpdate
+         * @description Some fields of the profile (JSON merge patch): a field left out is kept; `name: null`
+         *     (or a blank name) clears the name; `time_zone` cannot be null.
+         */
+        ProfileUpdate: {
+            /**
+             * Name
+             * @description Trimmed; up to 100 characters; blank means none.
+             * @example Ada Lovelace
+             */
+            name?: string | null;
+            /**
+             * Time Zone
+             * @description An IANA time zone name, exactly as spelled in the tz database (`Europe/Paris`, `America/New_York`, `UTC`).
+             * @example Europe/Paris
+             */
+            time_zone?: string;
         };
         /** RefreshRequest */
         RefreshRequest: {
@@ -683,6 +852,12 @@ export interface components {
              */
             name: string | null;
             /**
+             * Time Zone
+             * @description An IANA time zone name: what "today" means for this user.
+             * @example Europe/London
+             */
+            time_zone: string;
+            /**
              * Created At
              * @example 2026-11-26T20:22:38.427Z
              */
@@ -715,6 +890,8 @@ export interface components {
         "RateLimit-Reset": number;
         /** @description The bearer challenge, e.g. `Bearer realm="todo-api", error="invalid_token"`. */
         "WWW-Authenticate": string;
+        /** @description A download: `attachment; filename="todo-export-2026-12-10.json"`. */
+        "Content-Disposition": string;
         /** @description The new resource's URL. */
         Location: string;
     };
@@ -1528,6 +1705,100 @@ export interface operations {
             };
         };
     };
+    exportData: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user and every task, as one JSON document to save (`Content-Disposition: attachment`). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Content-Disposition": components["headers"]["Content-Disposition"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "format": "todo-api/1",
+                     *       "exported_at": "2026-12-10T09:30:00.000Z",
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "tasks": [
+                     *         {
+                     *           "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *           "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *           "title": "Buy milk",
+                     *           "description": "Two litres, semi-skimmed",
+                     *           "completed": false,
+                     *           "completed_at": null,
+                     *           "priority": "high",
+                     *           "due_date": "2026-12-01",
+                     *           "created_at": "2026-11-26T20:22:38.427Z",
+                     *           "updated_at": "2026-11-26T20:22:38.427Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ExportDocument"];
+                };
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     signup: {
         parameters: {
             query?: never;
@@ -1557,6 +1828,7 @@ export interface operations {
                      *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *         "email": "ada@example.com",
                      *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
                      *         "created_at": "2026-11-26T20:22:38.427Z"
                      *       },
                      *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
@@ -1665,6 +1937,7 @@ export interface operations {
                      *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *         "email": "ada@example.com",
                      *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
                      *         "created_at": "2026-11-26T20:22:38.427Z"
                      *       },
                      *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
@@ -1773,6 +2046,7 @@ export interface operations {
                      *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *         "email": "ada@example.com",
                      *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
                      *         "created_at": "2026-11-26T20:22:38.427Z"
                      *       },
                      *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
@@ -1916,6 +2190,186 @@ export interface operations {
             };
         };
     };
+    forgotPassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ForgotPasswordRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted: if a local account has this email, a reset link is on its way. The same answer for every email. */
+            202: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests from this client, or for this email (`PASSWORD_RESET_RATE_LIMIT`, each). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    resetPassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordResetRequest"];
+            };
+        };
+        responses: {
+            /** @description The password is reset and earlier tokens stop working: the user and a new pair of tokens (with `REFRESH_TOKEN_COOKIE=true` the refresh token comes as an HttpOnly cookie instead, and `refresh_token` is null). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "user": {
+                     *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *         "email": "ada@example.com",
+                     *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
+                     *         "created_at": "2026-11-26T20:22:38.427Z"
+                     *       },
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
+                     *       "token_type": "bearer",
+                     *       "expires_in": 900,
+                     *       "refresh_token": "mJ4v0W2bq8s3ZyXnQe7rT1uKp9LdHf6aGc5oBxVi0Ew",
+                     *       "refresh_expires_in": 604800
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AuthResponse"];
+                };
+            };
+            /** @description Invalid input; a token that is unknown, used, expired or replaced by a newer one (`invalid_reset_token`); or a very common new password. Codes: `validation_error`, `invalid_reset_token`, `weak_password`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many resets from this client, or for this account (`PASSWORD_RESET_RATE_LIMIT`, each). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     changePassword: {
         parameters: {
             query?: never;
@@ -1945,6 +2399,7 @@ export interface operations {
                      *         "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *         "email": "ada@example.com",
                      *         "name": "Ada Lovelace",
+                     *         "time_zone": "Europe/London",
                      *         "created_at": "2026-11-26T20:22:38.427Z"
                      *       },
                      *       "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6InVvUnZLUXY1TkZ0SWFteHZpTDZibE85M3JYbS1pQnprN1pycnk3VTVIdm8iLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiI0YjdlMmMxYS05ZDNmLTRlOGEtYjZjNS0xZjJhM2I0YzVkNmUiLCJpYXQiOjE3OTU3MzUyMjAsImV4cCI6MTc5NTczODgyMCwiaXNzIjoidG9kby1hcGkiLCJhdWQiOiJ0b2RvLWFwaSIsInR5cCI6ImFjY2VzcyJ9.8VjAyyZUZA2K_aiTqkr6GoGCno0sMX4ObT47gD1TRSjfD000yDfIUT4An4M3biNU9pvoVktTF87A6KKmdLFQCA",
@@ -2117,6 +2572,7 @@ export interface operations {
                      *       "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *       "email": "ada@example.com",
                      *       "name": "Ada Lovelace",
+                     *       "time_zone": "Europe/London",
                      *       "created_at": "2026-11-26T20:22:38.427Z"
                      *     }
                      */
@@ -2136,6 +2592,201 @@ export interface operations {
             };
             /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
             403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteCurrentUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["AccountDeletion"];
+            };
+        };
+        responses: {
+            /** @description The account and everything in it are deleted; its tokens stop. */
+            204: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A local account's password is missing or not right (`wrong_password`), or a Better Auth user sent a password. Codes: `validation_error`, `wrong_password`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many wrong passwords for this account, counted with failed logins (`LOGIN_LOCKOUT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateCurrentUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProfileUpdate"];
+            };
+        };
+        responses: {
+            /** @description The user, changed. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "email": "ada@example.com",
+                     *       "name": "Ada Lovelace",
+                     *       "time_zone": "Europe/London",
+                     *       "created_at": "2026-11-26T20:22:38.427Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UserRead"];
+                };
+            };
+            /** @description Invalid input: `{}`, an unknown field, a time zone that is not an IANA name, a `null` time zone, a name longer than 100 characters, or a Better Auth user's name (changed in Better Auth). Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
