@@ -193,7 +193,20 @@ class PasswordResetToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class DeletedSubject(SQLModel, table=True):
+    """A Better Auth user deleted here, as the SHA-256 of its subject (no readable id is kept),
+    for a day: its tokens issued before the deletion must not provision it again. It has no
+    foreign key to `users`: the user row is gone."""
+
+    __tablename__ = "deleted_subjects"
+    __table_args__ = (sa.Index("ix_deleted_subjects_deleted_at", "deleted_at"),)
+
+    subject_hash: str = Field(max_length=64, primary_key=True)
+    deleted_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 # The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.
 USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
 TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
 PASSWORD_RESETS: sa.Table = PasswordResetToken.__table__  # type: ignore[attr-defined]
+DELETED_SUBJECTS: sa.Table = DeletedSubject.__table__  # type: ignore[attr-defined]

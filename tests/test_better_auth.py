@@ -1316,8 +1316,15 @@ async def test_a_deleted_better_auth_user_comes_back_as_a_new_empty_account(
         deleted = await client.delete("/api/auth/me", headers=bearer(token))
         assert deleted.status_code == 204, deleted.text
         assert await stored_user(app, user.id) is None
+        # Its tokens from before stop at once (this one was verified and cached): they do not
+        # provision the account again.
+        for path in ("/api/auth/me", f"/api/{user.id}/tasks"):
+            assert_problem(await client.get(path, headers=bearer(token)), 401, "invalid_token")
+        assert await stored_user(app, user.id) is None
 
-        # Signing in again through Better Auth: a new account here, with nothing in it.
+        # Signing in again through Better Auth: a new account here, with nothing in it. Its
+        # tokens' `iat` has whole seconds: one from the second of the deletion is refused too.
+        await asyncio.sleep(1.05 - time.time() % 1)
         again = await user.token()
         listed = await client.get(f"/api/{user.id}/tasks", headers=bearer(again))
         assert listed.status_code == 200 and listed.json()["items"] == []

@@ -10,24 +10,24 @@ foreign key to one of those, so a table added later is covered without a change 
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import SQLModel, delete, select, update
+from sqlmodel import SQLModel, delete, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher
 from backend.db import Database, fetch_all
 from backend.errors import InvalidToken, ValidationFailed, WrongPassword
-from backend.models import TASKS, USERS, AuthProvider, utcnow
+from backend.models import DELETED_SUBJECTS, TASKS, USERS, AuthProvider, utcnow
 from backend.ratelimit import LoginLockout
 from backend.schemas import ProfileUpdate, UserRead, format_timestamp
 from backend.services import sessions
-from backend.services.users import Account
+from backend.services.users import Account, subject_hash
 
 EXPORT_FORMAT = "todo-api/1"
 EXPORT_BATCH = 500
@@ -120,6 +120,29 @@ async def delete_account(
     for table, belongs in owned_tables():
         await session.exec(delete(table).where(belongs), params={"user_id": account.id})
     await session.exec(delete(USERS).where(USERS.c.id == account.id))
+    if account.provider == AuthProvider.better_auth:
+        await _remember_deletion(session, account.id)
+
+
+# Longer than any Better Auth token lives (15 minutes by default, a day at most in practice).
+DELETED_SUBJECT_DAYS = 1
+
+
+async def _remember_deletion(session: AsyncSession, subject: str) -> None:
+    """Better Auth keeps the user, and its tokens issued before now would provision the account
+    again: remember (as a hash) that it was deleted, for a day; forget deletions older than
+    that while at it."""
+    now = utcnow()
+    digest = subject_hash(subject)
+    await session.exec(
+        delete(DELETED_SUBJECTS).where(
+            sa.or_(
+                DELETED_SUBJECTS.c.subject_hash == digest,
+                DELETED_SUBJECTS.c.deleted_at < now - timedelta(days=DELETED_SUBJECT_DAYS),
+            )
+        )
+    )
+    await session.exec(insert(DELETED_SUBJECTS).values(subject_hash=digest, deleted_at=now))
 
 
 async def _check_password(

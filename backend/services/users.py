@@ -5,6 +5,7 @@ No HTTP here: functions take a session and plain values, raise domain errors, an
 """
 
 import dataclasses
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from backend.auth.passwords import PasswordHasher, is_common_password
 from backend.auth.tokens import Principal
 from backend.db import Database, fetch_all
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
-from backend.models import USERS, AuthProvider, User, utcnow
+from backend.models import DELETED_SUBJECTS, USERS, AuthProvider, User, utcnow
 from backend.ratelimit import LoginLockout
 
 
@@ -232,6 +233,25 @@ def needs_provisioning(account: Account | None, principal: Principal) -> bool:
     return account is None or (account.email, account.name) != _better_auth_profile(principal)
 
 
+def subject_hash(subject: str) -> str:
+    """How a deleted Better Auth user is remembered (`DELETED_SUBJECTS`): no readable id."""
+    return hashlib.sha256(subject.encode()).hexdigest()
+
+
+async def _refuse_if_deleted_since(connection: AsyncConnection, principal: Principal) -> None:
+    """A token issued before its user deleted the account must not bring the account back;
+    one issued after (the user signed in again) provisions a new, empty one."""
+    deleted_at = (
+        await connection.execute(
+            select(DELETED_SUBJECTS.c.deleted_at).where(
+                DELETED_SUBJECTS.c.subject_hash == subject_hash(principal.subject)
+            )
+        )
+    ).scalar_one_or_none()
+    if deleted_at is not None and principal.issued_at < deleted_at.timestamp():
+        raise InvalidToken("This account was deleted; sign in again to start a new one.")
+
+
 async def provision_better_auth_user(connection: AsyncConnection, principal: Principal) -> Account:
     """Create or update the local row of a Better Auth user from the token's claims, so that
     tasks have their owner row, in the write transaction of `connection`. Safe against
@@ -240,6 +260,7 @@ async def provision_better_auth_user(connection: AsyncConnection, principal: Pri
     params = {"subject": principal.subject}
     rows = await fetch_all(connection, _ACCOUNT_BY_ID, params)
     if not rows:
+        await _refuse_if_deleted_since(connection, principal)
         now = utcnow()
         try:
             async with connection.begin_nested():
