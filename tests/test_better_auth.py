@@ -40,7 +40,14 @@ from sqlmodel import select
 from backend.auth.keys import RemoteJwks
 from backend.models import AuthProvider, User
 from backend.runtime import Runtime
-from tests.conftest import IN_CI, SettingsFactory, client_for, running_app, sign_up
+from tests.conftest import (
+    IN_CI,
+    SettingsFactory,
+    client_for,
+    remember_secrets,
+    running_app,
+    sign_up,
+)
 from tests.test_app import assert_problem
 
 BETTER_AUTH_DIR = Path(__file__).resolve().parent / "interop" / "betterauth"
@@ -1389,3 +1396,25 @@ async def test_unverified_emails_can_be_refused(
         verified = await user.token()
         assert (await client.get("/api/auth/me", headers=bearer(verified))).status_code == 200
         assert (await create_task(client, user.id, verified)).status_code == 201
+
+
+async def test_a_jwks_url_with_credentials_never_reaches_the_log(
+    ba_users: dict[str, BetterAuthUser],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user = ba_users["EdDSA"]
+    password = "jwks-basic-auth-password"
+    remember_secrets(password)  # conftest fails the test if any log line holds it
+    async with JwksStub(b"{}") as stub:
+        stub.mode = "server_error"
+        with_credentials = stub.url.replace("http://", f"http://todo:{password}@")
+        async with serving(
+            make_settings,
+            better_auth_url=user.server.base_url,
+            better_auth_jwks_url=with_credentials,
+        ) as (_, client):
+            response = await create_task(client, user.id, await user.token())
+            assert_problem(response, 503, "service_unavailable")
+    warnings = [r.getMessage() for r in caplog.records if "Better Auth JWKS" in r.getMessage()]
+    assert warnings and all("todo:" not in w and "***@127.0.0.1" in w for w in warnings)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -159,6 +160,17 @@ class JwksError(Exception):
     pass
 
 
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+
+
 class RemoteJwks:
     """A remote JWKS (Better Auth's), fetched asynchronously and cached.
 
@@ -185,6 +197,8 @@ class RemoteJwks:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        # For messages: the URL without any user name or password it holds.
+        self._shown_url = _without_credentials(url)
         self._client = client
         self._cache_seconds = cache_seconds
         self._cooldown = cooldown_seconds
@@ -251,7 +265,7 @@ class RemoteJwks:
             elif allowed():
                 await self._fetch_into_cache()
         if self._keys is None:
-            raise KeysUnavailable(f"no keys could be fetched from {self.url}")
+            raise KeysUnavailable(f"no keys could be fetched from {self._shown_url}")
 
     async def _fetch_into_cache(self) -> None:
         self._last_attempt = self._clock()
@@ -259,7 +273,11 @@ class RemoteJwks:
         try:
             keys = await self._fetch()
         except (JwksError, httpx.HTTPError, TimeoutError, ValueError) as exc:
-            logger.warning("could not refresh the Better Auth JWKS from %s: %s", self.url, exc)
+            logger.warning(
+                "could not refresh the Better Auth JWKS from %s: %s",
+                self._shown_url,
+                str(exc).replace(self.url, self._shown_url),
+            )
             # Keep the last good keys; try again after the cooldown, not on every request.
             self._fresh_until = self._clock() + self._cooldown
             return
