@@ -480,3 +480,10 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     assert own["meAfterLogout"] == {"ok": False, "status": 401, "code": "missing_token"}
     assert own["wrongPassword"] == {"ok": False, "status": 401, "code": "invalid_credentials"}
     assert result["newcomer"]["userId"] == result["newcomer"]["taskOwner"]
+    newcomer = result["newcomer"]
+    assert newcomer["profile"] == {"name": "New Comer", "timeZone": "Europe/Paris"}
+    assert newcomer["exported"]["format"] == "todo-api/1"
+    assert len(newcomer["exported"]["tasks"]) == 1
+    assert newcomer["badReset"] == {"ok": False, "status": 400, "code": "invalid_reset_token"}
+    assert newcomer["wrongDeletion"] == {"ok": False, "status": 400, "code": "wrong_password"}
+    assert newcomer["afterDeletion"] == {"ok": False, "status": 401, "code": "invalid_credentials"}

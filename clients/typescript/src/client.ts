@@ -22,6 +22,8 @@ export type User = components["schemas"]["UserRead"];
 export type Session = components["schemas"]["AuthResponse"];
 export type Problem = components["schemas"]["Problem"];
 export type JsonWebKeySet = components["schemas"]["JsonWebKeySet"];
+export type ProfileUpdate = components["schemas"]["ProfileUpdate"];
+export type ExportDocument = components["schemas"]["ExportDocument"];
 type RefreshRequest = components["schemas"]["RefreshRequest"];
 export type TaskQuery = NonNullable<paths["/api/{user_id}/tasks"]["get"]["parameters"]["query"]>;
 
@@ -222,6 +224,37 @@ export function createTodoClient(options: TodoClientOptions) {
       return authorized((bearer) => api.GET("/api/auth/me", { headers: bearer.headers }));
     },
 
+    /** Changes the name and the time zone (a field left out is kept; `name: null` clears it). */
+    async updateProfile(profile: ProfileUpdate): Promise<User> {
+      return authorized((bearer) =>
+        api.PATCH("/api/auth/me", { body: profile, headers: bearer.headers }),
+      );
+    },
+
+    /**
+     * Deletes the account and everything in it, for good; the client forgets its tokens. Local
+     * accounts confirm with their password; Better Auth users give none.
+     */
+    async deleteAccount(password?: string): Promise<void> {
+      await authorized((bearer) =>
+        password === undefined
+          ? api.DELETE("/api/auth/me", { headers: bearer.headers })
+          : api.DELETE("/api/auth/me", { body: { password }, headers: bearer.headers }),
+      );
+      forget();
+    },
+
+    /** Mails a reset link if the email has a local account; resolves the same either way. */
+    async forgotPassword(email: string): Promise<void> {
+      unwrap(await api.POST("/api/auth/password/forgot", { body: { email } }));
+    },
+
+    /** Sets a new password with the token from the mailed link; its tokens become the client's. */
+    async resetPassword(token: string, newPassword: string): Promise<Session> {
+      const body = { token, new_password: newPassword };
+      return adopt(unwrap(await api.POST("/api/auth/password/reset", { body, ...credentials })));
+    },
+
     /** The public keys that verify this API's own tokens. */
     async jwks(): Promise<JsonWebKeySet> {
       return unwrap(await api.GET("/api/auth/jwks"));
@@ -298,6 +331,16 @@ export function createTodoClient(options: TodoClientOptions) {
       await authorized((bearer) =>
         api.DELETE("/api/{user_id}/tasks/{task_id}", {
           params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    /** Everything of the user (every task, the trash too), as the export document. */
+    async exportData(): Promise<ExportDocument> {
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/export", {
+          params: { path: { user_id: bearer.userId() } },
           headers: bearer.headers,
         }),
       );

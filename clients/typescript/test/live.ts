@@ -130,6 +130,15 @@ export async function run(input: LiveInput) {
   const newcomer = createTodoClient({ baseUrl });
   const signedUp = await newcomer.signUp(`new-${Date.now()}@example.com`, "a fine first password");
   const newcomerTask = await newcomer.createTask({ title: "First task" });
+  const profile = await newcomer.updateProfile({ name: "New Comer", time_zone: "Europe/Paris" });
+  const exported = await newcomer.exportData();
+  await newcomer.forgotPassword(`nobody-${Date.now()}@example.com`);
+  const badReset = await outcome(() => newcomer.resetPassword("not-a-token", "another passphrase"));
+  const wrongDeletion = await outcome(() => newcomer.deleteAccount("not the password"));
+  await newcomer.deleteAccount("a fine first password");
+  const afterDeletion = await outcome(() =>
+    createTodoClient({ baseUrl }).logIn(signedUp.user.email ?? "", "a fine first password"),
+  );
 
   return {
     everyRoute,
@@ -145,6 +154,14 @@ export async function run(input: LiveInput) {
       meAfterLogout,
       wrongPassword,
     },
-    newcomer: { userId: signedUp.user.id, taskOwner: newcomerTask.user_id },
+    newcomer: {
+      userId: signedUp.user.id,
+      taskOwner: newcomerTask.user_id,
+      profile: { name: profile.name, timeZone: profile.time_zone },
+      exported: { format: exported.format, tasks: exported.tasks.map((task) => task.id) },
+      badReset,
+      wrongDeletion,
+      afterDeletion,
+    },
   };
 }
