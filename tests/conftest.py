@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import redis.asyncio
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -388,3 +389,38 @@ def no_secret_in_the_logs() -> Iterator[None]:
     yield
     leaks = _LOG.leaks()
     assert not leaks, "log lines with a password, a token or a hash:\n" + "\n".join(leaks[:5])
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def redis_reachable() -> bool:
+    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        return bool(await client.ping())
+    except (OSError, redis.RedisError):
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_settings() -> dict[str, Any]:
+    """Settings that keep the counters in the real Redis, under keys of this test's own."""
+    if not await redis_reachable():
+        if IN_CI:
+            pytest.fail("Redis on 127.0.0.1:6379 is not reachable, and CI=true requires it")
+        pytest.skip("Redis on 127.0.0.1:6379 is not reachable")
+    return {"redis_url": REDIS_URL, "rate_limit_key_prefix": f"test-{uuid.uuid4().hex}"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    require_postgres()
+    name = f"todo_migration_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_pg_execute(POSTGRES_SERVER_URL, f'CREATE DATABASE "{name}"'))
+    yield database_url_for(POSTGRES_SERVER_URL, name)
+    asyncio.run(_pg_execute(POSTGRES_SERVER_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))

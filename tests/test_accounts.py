@@ -20,9 +20,7 @@ from sqlmodel import SQLModel, insert
 from backend.models import TASKS, Priority, utcnow
 from backend.runtime import Runtime
 from tests.conftest import SettingsFactory, SignedUp, WithSettings, sign_up
-from tests.test_app import assert_problem
-from tests.test_sessions import login, me_status, refresh
-from tests.test_tasks import create
+from tests.helpers import assert_problem, create, login, me_status, refresh
 
 
 def runtime_of(app: FastAPI) -> Runtime:

@@ -9,19 +9,7 @@ from fastapi import FastAPI
 
 from backend.config import Settings
 from tests.conftest import client_for, running_app
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"] == "about:blank"
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
+from tests.helpers import assert_problem
 
 
 async def test_health_is_ok(client: httpx.AsyncClient) -> None:

@@ -18,51 +18,9 @@ from fastapi import FastAPI
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlmodel import select
 
-from backend.auth.keys import ed25519_thumbprint
 from backend.models import User
-from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SignedUp, WithSettings, sign_up
-from tests.test_app import assert_problem
-
-
-def _our_key() -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.encode(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return key
-
-
-OUR_KEY = _our_key()
-OUR_KID = ed25519_thumbprint(OUR_KEY.public_key())
-
-
-def mint(
-    subject: str,
-    *,
-    key: Any = OUR_KEY,
-    algorithm: str = "EdDSA",
-    headers: dict[str, Any] | None = None,
-    drop: tuple[str, ...] = (),
-    **claims: Any,
-) -> str:
-    """A token shaped like ours, with any claim or header changed."""
-    now = int(time.time())
-    payload = {
-        "sub": subject,
-        "iat": now,
-        "exp": now + 600,
-        "iss": "todo-api",
-        "aud": "todo-api",
-        "typ": "access",
-        **claims,
-    }
-    for name in drop:
-        payload.pop(name)
-    return jwt.encode(
-        payload, key, algorithm=algorithm, headers={"kid": OUR_KID, **(headers or {})}
-    )
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import TEST_PASSWORD, SignedUp, WithSettings, sign_up
+from tests.helpers import OUR_KEY, OUR_KID, assert_problem, bearer, mint
 
 
 async def stored_user(app: FastAPI, user_id: str) -> User | None:

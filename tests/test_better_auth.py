@@ -48,7 +48,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.test_app import assert_problem
+from tests.helpers import assert_problem
 
 BETTER_AUTH_DIR = Path(__file__).resolve().parent / "interop" / "betterauth"
 ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")

@@ -13,7 +13,6 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_SERVER_URL, TEST_SIGNING_KEY, database_url_for, require_postgres
 from tests.live import ROOT, free_port, live_server
-from tests.test_migrations import fresh_database_url  # noqa: F401 (a fixture)
 
 
 def todo_api(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -110,7 +109,7 @@ def test_a_verifying_sslmode_without_a_ca_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
 def test_purging_an_unmigrated_database_says_to_migrate(
     tmp_path: Path,
-    fresh_database_url: str,  # noqa: F811 (the fixture imported above)
+    fresh_database_url: str,
 ) -> None:
     line = one_line_failure(todo_api(tmp_path, "purge-sessions", DATABASE_URL=fresh_database_url))
     assert line.endswith("(the schema is not migrated: run `todo-api migrate`)")
@@ -119,7 +118,7 @@ def test_purging_an_unmigrated_database_says_to_migrate(
 @pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
 def test_production_refuses_to_serve_an_unmigrated_database(
     tmp_path: Path,
-    fresh_database_url: str,  # noqa: F811 (the fixture imported above)
+    fresh_database_url: str,
 ) -> None:
     result = todo_api(
         tmp_path,
@@ -141,7 +140,7 @@ def test_production_refuses_to_serve_an_unmigrated_database(
 @pytest.mark.parametrize("fresh_database_url", ["postgresql"], indirect=True)
 def test_development_serves_an_unmigrated_database_but_says_so_loudly(
     tmp_path: Path,
-    fresh_database_url: str,  # noqa: F811 (the fixture imported above)
+    fresh_database_url: str,
 ) -> None:
     with live_server(tmp_path, env={"DATABASE_URL": fresh_database_url}) as server:
         assert httpx.get(f"{server.url}/ready").status_code == 503

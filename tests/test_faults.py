@@ -22,6 +22,7 @@ from backend.db import translate_driver_error
 from backend.errors import is_outage
 from backend.logs import JsonFormatter
 from tests.conftest import (
+    REDIS_URL,
     TEST_SIGNING_KEY,
     SettingsFactory,
     SignedUp,
@@ -32,9 +33,8 @@ from tests.conftest import (
     set_postgres_running,
     sign_up,
 )
+from tests.helpers import assert_problem
 from tests.live import live_server
-from tests.test_app import assert_problem
-from tests.test_limits import REDIS_URL, redis_settings  # noqa: F401 (a fixture)
 
 
 @dataclass
@@ -300,7 +300,7 @@ async def test_concurrent_writers_in_two_processes_never_see_database_is_locked(
 async def test_login_limits_hold_across_two_workers_with_redis(
     database_url: str,
     tmp_path: Path,
-    redis_settings: dict[str, Any],  # noqa: F811 (the fixture imported above)
+    redis_settings: dict[str, Any],
 ) -> None:
     env = {
         "DATABASE_URL": database_url,

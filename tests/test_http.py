@@ -9,8 +9,7 @@ from fastapi import FastAPI
 
 from backend.config import Settings
 from tests.conftest import SignedUp, client_for, running_app
-from tests.test_app import assert_problem
-from tests.test_tasks import create
+from tests.helpers import assert_problem, create
 
 ORIGIN = "http://localhost:3000"
 # Headers that differ between two answers to the same request.

@@ -3,19 +3,16 @@ login and signup limits that a spoofed X-Forwarded-For cannot get around, task w
 and the 429 they answer."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio
 from limits import parse as parse_rate
 
 from backend.ratelimit import client_ip, parse_networks
 from tests.conftest import (
-    IN_CI,
     SettingsFactory,
     SignedUp,
     client_for,
@@ -23,29 +20,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.test_app import assert_problem
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-async def redis_reachable() -> bool:
-    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        return bool(await client.ping())
-    except (OSError, redis.RedisError):
-        return False
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def redis_settings() -> dict[str, Any]:
-    """Settings that keep the counters in the real Redis, under keys of this test's own."""
-    if not await redis_reachable():
-        if IN_CI:
-            pytest.fail("Redis on 127.0.0.1:6379 is not reachable, and CI=true requires it")
-        pytest.skip("Redis on 127.0.0.1:6379 is not reachable")
-    return {"redis_url": REDIS_URL, "rate_limit_key_prefix": f"test-{uuid.uuid4().hex}"}
+from tests.helpers import assert_problem
 
 
 @pytest.fixture(params=["memory", "redis"])

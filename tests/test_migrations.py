@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -20,7 +19,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from backend.migrations import alembic_config, upgrade_to_head
-from tests.conftest import POSTGRES_SERVER_URL, _pg_execute, database_url_for, require_postgres
 
 
 def _schema_report(connection: Connection) -> dict[str, Any]:
@@ -48,18 +46,6 @@ async def _inspect(url: str) -> dict[str, Any]:
             return await connection.run_sync(_schema_report)
     finally:
         await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-        return
-    require_postgres()
-    name = f"todo_migration_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_pg_execute(POSTGRES_SERVER_URL, f'CREATE DATABASE "{name}"'))
-    yield database_url_for(POSTGRES_SERVER_URL, name)
-    asyncio.run(_pg_execute(POSTGRES_SERVER_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def test_fresh_database_upgrades_to_head_and_matches_the_models(fresh_database_url: str) -> None:

@@ -29,8 +29,8 @@ from backend.cli import main as todo_api
 from backend.config import Settings
 from backend.main import create_app
 from tests.conftest import IN_CI, TEST_PASSWORD, TEST_SIGNING_KEY
+from tests.helpers import mint
 from tests.live import live_server
-from tests.test_auth import mint
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_JSON = ROOT / "openapi.json"

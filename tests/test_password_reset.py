@@ -31,8 +31,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.test_app import assert_problem
-from tests.test_sessions import NEW_PASSWORD, login, me_status, refresh
+from tests.helpers import NEW_PASSWORD, assert_problem, login, me_status, refresh
 
 RESET_URL = "https://app.example/reset-password?token={token}"
 _LINK = re.compile(re.escape(RESET_URL.split("{token}")[0]) + r"([A-Za-z0-9_-]+)")

@@ -12,8 +12,7 @@ from backend import db
 from backend.config import Settings
 from backend.migrations import upgrade_to_head
 from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SettingsFactory, client_for, running_app
-from tests.test_app import assert_problem
-from tests.test_migrations import fresh_database_url  # noqa: F401 (a fixture)
+from tests.helpers import assert_problem
 
 
 async def signup(client: httpx.AsyncClient) -> httpx.Response:
@@ -23,7 +22,7 @@ async def signup(client: httpx.AsyncClient) -> httpx.Response:
 
 
 async def test_an_unmigrated_database_is_not_ready_until_it_is_migrated(
-    fresh_database_url: str,  # noqa: F811 (the fixture imported above)
+    fresh_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(db, "SCHEMA_RECHECK_SECONDS", 0)

@@ -20,7 +20,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.test_auth import bearer
+from tests.helpers import bearer
 
 # At least 200 races of each kind on PostgreSQL, where they ran into deadlocks; SQLite
 # serialises writers, so fewer show the same there.

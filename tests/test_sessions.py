@@ -22,29 +22,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.test_app import assert_problem
-from tests.test_auth import bearer
-
-NEW_PASSWORD = "a-brand-new-passphrase-77"
-
-
-async def login(
-    client: httpx.AsyncClient, user: SignedUp, password: str | None = None
-) -> dict[str, Any]:
-    response = await client.post(
-        "/api/auth/login", json={"email": user.email, "password": password or user.password}
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.post("/api/auth/refresh", json={"refresh_token": token})
-
-
-async def me_status(client: httpx.AsyncClient, access_token: str) -> int:
-    return (await client.get("/api/auth/me", headers=bearer(access_token))).status_code
+from tests.helpers import NEW_PASSWORD, assert_problem, bearer, login, me_status, refresh
 
 
 async def test_login_and_signup_return_a_refresh_token(

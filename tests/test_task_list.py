@@ -12,8 +12,7 @@ from sqlalchemy import text
 
 from backend.schemas import TaskSort
 from tests.conftest import SignedUp
-from tests.test_app import assert_problem
-from tests.test_tasks import create
+from tests.helpers import assert_problem, create
 
 PRIORITY_RANK = {"low": 1, "medium": 2, "high": 3}
 

@@ -13,17 +13,7 @@ from sqlmodel import select
 
 from backend.models import Task, User
 from tests.conftest import SignedUp, sign_up
-from tests.test_app import assert_problem
-from tests.test_auth import bearer, mint
-
-
-async def create(client: httpx.AsyncClient, user: SignedUp, **fields: Any) -> dict[str, Any]:
-    response = await client.post(
-        user.tasks_url, json={"title": "A task", **fields}, headers=user.headers
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from tests.helpers import assert_problem, bearer, create, mint
 
 
 def parse_time(value: str) -> datetime:

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import SignedUp
-from tests.test_app import assert_problem
-from tests.test_tasks import create
+from tests.helpers import assert_problem, create
 
 SURROGATE = "\ud800"
 NUL = "\x00"

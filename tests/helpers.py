@@ -1,0 +1,100 @@
+"""Helpers that tests share: what an answer must look like, tokens, and a few requests that
+many tests make. Fixtures live in conftest.py; no test module imports from another."""
+
+import time
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from backend.auth.keys import ed25519_thumbprint
+from tests.conftest import TEST_SIGNING_KEY, SignedUp
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def _our_key() -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.encode(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+OUR_KEY = _our_key()
+
+
+OUR_KID = ed25519_thumbprint(OUR_KEY.public_key())
+
+
+def mint(
+    subject: str,
+    *,
+    key: Any = OUR_KEY,
+    algorithm: str = "EdDSA",
+    headers: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (),
+    **claims: Any,
+) -> str:
+    """A token shaped like ours, with any claim or header changed."""
+    now = int(time.time())
+    payload = {
+        "sub": subject,
+        "iat": now,
+        "exp": now + 600,
+        "iss": "todo-api",
+        "aud": "todo-api",
+        "typ": "access",
+        **claims,
+    }
+    for name in drop:
+        payload.pop(name)
+    return jwt.encode(
+        payload, key, algorithm=algorithm, headers={"kid": OUR_KID, **(headers or {})}
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def create(client: httpx.AsyncClient, user: SignedUp, **fields: Any) -> dict[str, Any]:
+    response = await client.post(
+        user.tasks_url, json={"title": "A task", **fields}, headers=user.headers
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+NEW_PASSWORD = "a-brand-new-passphrase-77"
+
+
+async def login(
+    client: httpx.AsyncClient, user: SignedUp, password: str | None = None
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/auth/login", json={"email": user.email, "password": password or user.password}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/api/auth/refresh", json={"refresh_token": token})
+
+
+async def me_status(client: httpx.AsyncClient, access_token: str) -> int:
+    return (await client.get("/api/auth/me", headers=bearer(access_token))).status_code
