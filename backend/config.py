@@ -393,10 +393,6 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
-    def better_auth_enabled(self) -> bool:
-        return self.better_auth_url is not None
-
-    @property
     def jwks_url(self) -> str | None:
         """Where Better Auth publishes its public keys."""
         if self.better_auth_jwks_url:

@@ -140,10 +140,6 @@ class RateLimiter:
             )
         self._degraded_since: float | None = None
 
-    @property
-    def shared(self) -> bool:
-        return self._shared is not None
-
     async def _call(self, operation: str, item: RateLimitItem, *key: str) -> Any:
         if self._shared is not None:
             try:

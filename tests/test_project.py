@@ -167,3 +167,15 @@ def test_every_relative_link_resolves_inside_the_repository(document: Path) -> N
         if anchor:
             assert path.suffix == ".md", f"{link}: an anchor in a file that is not Markdown"
             assert anchor in _anchors(path), f"{link}: no heading #{anchor}"
+
+
+def test_no_test_module_imports_from_another() -> None:
+    # Shared helpers live in tests/helpers.py and fixtures in conftest.py: a test module that
+    # imports another also collects its tests twice over and ties the two together.
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.match(r"\s*(from tests\.test_\w+ import|import tests\.test_)", line)
+    ]
+    assert offenders == []
