@@ -8,8 +8,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from backend import db
 from backend.config import Settings
+from backend.db import unit as db
 from backend.migrations import upgrade_to_head
 from tests.conftest import TEST_PASSWORD, TEST_SIGNING_KEY, SettingsFactory, client_for, running_app
 from tests.helpers import assert_problem

@@ -28,7 +28,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, func, insert, select, update
 
-from backend.db import execute, fetch_all, like_pattern
+from backend.db import execute, fetch_all
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
 from backend.schemas import (
@@ -80,6 +80,11 @@ async def _rows(
 
 def _read(row: dict[str, Any]) -> TaskRead:
     return TaskRead.model_validate(row)
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -147,7 +152,7 @@ async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskList
     )
     params: dict[str, Any] = {}
     if query.q is not None:
-        params["pattern"] = like_pattern(query.q.casefold())
+        params["pattern"] = _like_pattern(query.q.casefold())
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value

@@ -1,0 +1,12 @@
+"""The database: one async engine per process, units of work that are the only place that
+commits, and a fast path for the hot statements.
+
+- `engine.py`: the engine and its pragmas, SQLite's writer queue, PostgreSQL's idle pings;
+- `unit.py`: `Database`, the units of work (ORM sessions and Core connections) and their turns;
+- `fastpath.py`: `fetch_all` and `execute`, on the driver directly where they may.
+"""
+
+from backend.db.fastpath import execute, fetch_all, translate_driver_error
+from backend.db.unit import READ_ONLY_METHODS, Database
+
+__all__ = ["READ_ONLY_METHODS", "Database", "execute", "fetch_all", "translate_driver_error"]
