@@ -152,18 +152,9 @@ async def _check_password(
     account: Account,
     password: str | None,
 ) -> None:
-    assert account.email is not None
     if password is None:
         raise WrongPassword('Send the account\'s password to delete it: {"password": …}.')
-    await lockout.attempt(account.email)
-    async with db.session(write=False) as read:
-        stored_hash = (
-            await read.exec(select(USERS.c.password_hash).where(USERS.c.id == account.id))
-        ).first()
-    valid, _ = await hasher.verify(password, stored_hash, account=account.email)
-    if stored_hash is None or not valid:
-        raise WrongPassword("The password is not correct.")
-    await lockout.succeeded(account.email)
+    await sessions.confirm_password(db, hasher, lockout, account, password)
 
 
 # --- Export -----------------------------------------------------------------------------------

@@ -263,6 +263,26 @@ async def end_all_sessions(session: AsyncSession, user_id: str) -> None:
     await end_sessions_of(user, session)
 
 
+async def confirm_password(
+    db: Database, hasher: PasswordHasher, lockout: LoginLockout, account: Account, password: str
+) -> str:
+    """The stored hash of a local account, once `password` is shown to be its password (400
+    `wrong_password` otherwise). A wrong one counts against the account's login lockout, like a
+    failed login: a stolen access token must not become a way to guess the password. The hash
+    is read in a unit of work of its own: no connection is held through the hashing."""
+    assert account.email is not None
+    await lockout.attempt(account.email)
+    async with db.session(write=False) as read:
+        stored_hash: str | None = (
+            await read.exec(select(USERS.c.password_hash).where(USERS.c.id == account.id))
+        ).first()
+    valid, _ = await hasher.verify(password, stored_hash, account=account.email)
+    if stored_hash is None or not valid:
+        raise WrongPassword()
+    await lockout.succeeded(account.email)
+    return stored_hash
+
+
 async def change_password(
     db: Database,
     session: AsyncSession,
@@ -278,22 +298,12 @@ async def change_password(
     """Set a new password, end every earlier session (the caller's own included), and start a
     new one in the request's unit of work `session`.
 
-    A wrong current password counts against the account's login lockout, like a failed login:
-    a stolen access token must not become a way to guess the password. The stored hash is read
-    in a unit of work of its own, and both hashes are computed before `session` is touched: no
-    connection or lock is held through the hashing.
+    The current password is confirmed as `confirm_password` does, and both hashes are computed
+    before `session` is touched: no connection or lock is held through the hashing.
     """
     if account.provider != AuthProvider.local or account.email is None:
         raise PasswordManagedElsewhere()
-    await lockout.attempt(account.email)
-    async with db.session(write=False) as read:
-        stored_hash = (
-            await read.exec(select(USERS.c.password_hash).where(USERS.c.id == account.id))
-        ).first()
-    valid, _ = await hasher.verify(current_password, stored_hash, account=account.email)
-    if stored_hash is None or not valid:
-        raise WrongPassword()
-    await lockout.succeeded(account.email)
+    stored_hash = await confirm_password(db, hasher, lockout, account, current_password)
     check_password_strength(new_password)
     new_hash = await hasher.hash(new_password, account=account.email)
     user = await lock_user(session, account.id)
