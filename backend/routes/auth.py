@@ -152,6 +152,14 @@ ResetBody = Annotated[
     ),
 ]
 
+
+def _tokens_answer(what: str, *, status: int = 200) -> dict[int | str, Any]:
+    """The success answer of a route that hands out tokens: `what` happened, then the tokens."""
+    return success_response(
+        status, description=f"{what}: {_TOKENS}", example=AUTH_EXAMPLE, headers=RATE_LIMIT_HEADERS
+    )
+
+
 REFRESH_COOKIE = "todo_refresh"
 REFRESH_COOKIE_PATH = "/api/auth"
 
@@ -202,12 +210,7 @@ def _forget_cookie(request: Request, response: Response) -> Response:
     operation_id="signup",
     dependencies=[SignupLimit],
     responses={
-        **success_response(
-            201,
-            description=f"The account is created and signed in: {_TOKENS}",
-            example=AUTH_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-        ),
+        **_tokens_answer("The account is created and signed in", status=201),
         **problem_responses(
             "validation_error",
             "weak_password",
@@ -247,12 +250,7 @@ async def signup(body: SignupBody, session: SessionDep, request: Request) -> Res
     operation_id="login",
     dependencies=[LoginLimit],
     responses={
-        **success_response(
-            200,
-            description=f"Signed in: {_TOKENS}",
-            example=AUTH_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-        ),
+        **_tokens_answer("Signed in"),
         **problem_responses(
             "validation_error",
             "invalid_credentials",
@@ -295,12 +293,7 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
     operation_id="refreshTokens",
     dependencies=[RefreshLimit],
     responses={
-        **success_response(
-            200,
-            description=f"New tokens: {_TOKENS}",
-            example=AUTH_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-        ),
+        **_tokens_answer("New tokens"),
         **problem_responses(
             "validation_error",
             "invalid_refresh_token",
@@ -420,12 +413,7 @@ async def forgot_password(body: ForgotBody, request: Request) -> Response:
     operation_id="resetPassword",
     dependencies=[PasswordResetLimit],
     responses={
-        **success_response(
-            200,
-            description=f"The password is reset and earlier tokens stop working: {_TOKENS}",
-            example=AUTH_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-        ),
+        **_tokens_answer("The password is reset and earlier tokens stop working"),
         **problem_responses(
             "validation_error",
             "invalid_reset_token",
@@ -498,12 +486,7 @@ async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -
     operation_id="changePassword",
     dependencies=[PasswordChangeLimit],
     responses={
-        **success_response(
-            200,
-            description=f"The password is changed and earlier tokens stop working: {_TOKENS}",
-            example=AUTH_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
-        ),
+        **_tokens_answer("The password is changed and earlier tokens stop working"),
         **problem_responses(
             "validation_error",
             "wrong_password",
