@@ -24,8 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.tokens import Principal
 from backend.errors import Forbidden, MissingToken
+from backend.infrastructure import runtime_of
 from backend.ratelimit import client_ip, too_many
-from backend.runtime import Runtime
 from backend.schemas import NOT_UNICODE_TEXT, is_unicode_text
 from backend.services import users
 from backend.services.users import Account
@@ -37,11 +37,6 @@ bearer_scheme = HTTPBearer(
     bearerFormat="JWT",
     description="An access token from /api/auth/login or /api/auth/signup, or a Better Auth JWT.",
 )
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def _unit_of_work(request: Request, kind: str) -> Any:
