@@ -36,9 +36,9 @@ from backend.dependencies import (
     check_owner,
     current_account,
     provision_account,
-    runtime_of,
 )
 from backend.errors import is_transient_conflict
+from backend.infrastructure import runtime_of
 from backend.services.users import FirstSight
 
 logger = logging.getLogger("backend.routing")

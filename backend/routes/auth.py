@@ -15,9 +15,9 @@ from backend.dependencies import (
     SignupLimit,
     client_ip_of,
     limit_password_resets_of,
-    runtime_of,
 )
 from backend.errors import ValidationFailed
+from backend.infrastructure import runtime_of
 from backend.models import utcnow
 from backend.openapi import (
     BEARER_ERRORS,

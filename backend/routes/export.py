@@ -3,7 +3,8 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from backend.dependencies import OwnerId, current_account, runtime_of
+from backend.dependencies import OwnerId, current_account
+from backend.infrastructure import runtime_of
 from backend.models import utcnow
 from backend.openapi import BEARER_ERRORS, problem_responses, success_response
 from backend.routing import OwnerScopedRoute

@@ -6,8 +6,8 @@ import logging
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from backend.dependencies import runtime_of
 from backend.errors import ServiceUnavailable, describe_database_error, is_database_unusable
+from backend.infrastructure import runtime_of
 from backend.openapi import problem_responses, success_response
 
 router = APIRouter(tags=["operations"])

@@ -5,8 +5,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
-from backend.dependencies import ConnectionDep, OwnerId, TaskWriteLimit, query_model, runtime_of
+from backend.dependencies import ConnectionDep, OwnerId, TaskWriteLimit, query_model
 from backend.errors import ValidationFailed
+from backend.infrastructure import runtime_of
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
