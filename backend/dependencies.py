@@ -1,17 +1,20 @@
 """The dependencies routes declare, as `Annotated` aliases that read like types.
 
-- `SessionDep`, `ConnectionDep`: the request's unit of work (an ORM session, or a Core
-  connection for the task routes), opened by the route class (`backend/routing.py`).
-- `CurrentUser`: the account behind a valid bearer token (401 otherwise).
-- `OwnerId`: the `{user_id}` path segment, once it is known to be the caller's own (403 otherwise).
-- `SignupLimit`, `LoginLimit`, `RefreshLimit`, `PasswordChangeLimit`, `PasswordResetLimit`,
-  `TaskWriteLimit`: route dependencies that count the request against its rate limit (per
-  client IP, or per user for password changes and task writes) and answer 429 beyond it;
-  `limit_password_resets_of` counts a password reset against the account's email.
+- `UnitDep`, `SessionDep`: the request's unit of work (`backend/db/unit.py`), opened by the
+  pipeline (`backend/routing.py`), and its ORM session for the account services.
+- `CurrentUser`: the account behind a valid bearer token (401 otherwise); the only way to get it.
+- `OwnerId`: the `{user_id}` path segment, checked by the pipeline to be the caller's own.
+- `SignupLimit`, `LoginLimit`, `RefreshLimit`, `PasswordChangeLimit`, `PasswordResetLimit`:
+  route dependencies that count the request against its rate limit (per client IP, or per user
+  for password changes) and answer 429 beyond it; `limit_password_resets_of` counts a password
+  reset against the account's email. The task-write limit is the pipeline's (before any
+  database resource is taken).
+
+The infrastructure (settings, database, limiter...) comes from `backend/infrastructure.py`.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Path, Request
@@ -19,13 +22,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.tokens import Principal
-from backend.errors import Forbidden, MissingToken
-from backend.infrastructure import runtime_of
-from backend.ratelimit import client_ip, too_many
+from backend.context import RequestContext, context_of
+from backend.db import UnitOfWork
+from backend.errors import MissingToken
+from backend.infrastructure import (
+    get_database,
+    get_limiter,
+    get_trusted_proxies,
+    get_verifier,
+    provided,
+)
+from backend.ratelimit import RateLimiter, client_ip, too_many
 from backend.schemas import NOT_UNICODE_TEXT, is_unicode_text
 from backend.services import users
 from backend.services.users import Account
@@ -39,137 +49,102 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def _unit_of_work(request: Request, kind: str) -> Any:
-    """The session or connection that the route class (backend/routing.py) opened."""
-    unit = request.scope["state"].get(kind)
-    if unit is None:
-        raise RuntimeError(f"this route opens no {kind} (see backend/routing.py)")
-    return unit
+def request_context(request: Request) -> RequestContext:
+    context = context_of(request.scope)
+    if context is None:
+        raise RuntimeError("no request context: the route's class is not ApiRoute (routing.py)")
+    return context
 
 
-async def request_session(request: Request) -> AsyncSession:
-    session: AsyncSession = _unit_of_work(request, "session")
-    return session
+def request_unit(request: Request) -> UnitOfWork:
+    return request_context(request).unit
+
+
+UnitDep = Annotated[UnitOfWork, Depends(request_unit)]
+
+
+def request_session(request: Request) -> AsyncSession:
+    return request_context(request).unit.session()
 
 
 SessionDep = Annotated[AsyncSession, Depends(request_session)]
 
 
-async def request_connection(request: Request) -> AsyncConnection:
-    connection: AsyncConnection = _unit_of_work(request, "connection")
-    return connection
-
-
-ConnectionDep = Annotated[AsyncConnection, Depends(request_connection)]
-
-
 async def authenticate(request: Request) -> Principal:
-    """Verify the request's bearer token, once per request."""
-    state = request.scope["state"]
-    principal: Principal | None = state.get("principal")
-    if principal is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise MissingToken()
-        principal = await runtime_of(request).verifier.verify(token)
-        state["principal"] = principal
-    return principal
-
-
-async def current_account(
-    request: Request, *, connection: AsyncConnection | None = None
-) -> Account:
-    """The account of the request's bearer token (401 if none), looked up once per request, on
-    the request's unit of work `connection` if given (where a Better Auth user seen for the
-    first time raises `users.FirstSight`: see `provision_account`)."""
-    account: Account | None = request.scope["state"].get("account")
-    if account is None:
-        principal = await authenticate(request)
-        account = await users.account_for_token(
-            runtime_of(request).db, principal, connection=connection
-        )
-        _remember(request, account)
-    return account
-
-
-async def provision_account(request: Request, principal: Principal) -> None:
-    """Store the Better Auth user of `users.FirstSight`, outside the request's unit of work, as
-    the request's account."""
-    _remember(request, await users.provision(runtime_of(request).db, principal))
-
-
-def _remember(request: Request, account: Account) -> None:
-    state = request.scope["state"]
-    state["account"] = account
-    state["user_id"] = account.id  # for the access log
+    """Verify the request's bearer token (401 without a valid one)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise MissingToken()
+    return await provided(request, get_verifier).verify(token)
 
 
 async def get_current_user(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Account:
+    """The account behind the request's bearer token (401 if none): the one the pipeline found
+    for the owner's routes, or looked up here once, in a short unit of work of its own, so that
+    no connection is held through the rest of the request (a password change hashes)."""
     # `_credentials` only puts the bearer scheme into the OpenAPI document.
-    return await current_account(request)
+    context = request_context(request)
+    if context.account is None:
+        if context.principal is None:
+            context.principal = await authenticate(request)
+        async with provided(request, get_database).unit(write=False) as own:
+            context.account = await users.account_for_token(own, context.principal)
+    return context.account
 
 
 CurrentUser = Annotated[Account, Depends(get_current_user)]
 
-
-def check_owner(path_user_id: str, account: Account) -> None:
-    if path_user_id != account.id:
-        raise Forbidden()
-
-
-async def get_owner_id(
-    request: Request,
-    user_id: Annotated[str, Path(description="Your own user id (the token's `sub`).")],
-) -> str:
-    # Owner-scoped routes (backend/routing.py) have checked this before the body was read, and
-    # declare the bearer scheme in the OpenAPI document; this only finds the account again.
-    check_owner(user_id, await current_account(request))
-    return user_id
-
-
-OwnerId = Annotated[str, Depends(get_owner_id)]
+# The `{user_id}` path segment of the owner's routes; the pipeline has checked that it is the
+# caller's own (403 otherwise).
+OwnerId = Annotated[str, Path(alias="user_id", description="Your own user id (the token's `sub`).")]
 
 
 def client_ip_of(request: Request) -> str:
     client = request.scope.get("client")
     return client_ip(
-        client[0] if client else None, request.headers, runtime_of(request).trusted_proxies
+        client[0] if client else None, request.headers, provided(request, get_trusted_proxies)
     )
 
 
-async def _enforce(request: Request, item: RateLimitItem, *key: str, what: str) -> None:
-    decision = await runtime_of(request).limiter.hit(item, *key)
-    request.scope["state"]["response_headers"] = decision.headers()
+async def limit(limiter: RateLimiter, item: RateLimitItem, *key: str, what: str) -> dict[str, str]:
+    """Count one event against `item`: 429 beyond it; the rate-limit headers of the answer."""
+    decision = await limiter.hit(item, *key)
     if not decision.allowed:
         raise too_many(decision, f"Too many {what}; try again in {decision.reset_after} seconds.")
+    return decision.headers()
+
+
+async def _enforce(request: Request, item: RateLimitItem, *key: str, what: str) -> None:
+    headers = await limit(provided(request, get_limiter), item, *key, what=what)
+    request_context(request).response_headers.update(headers)
 
 
 async def limit_signups(request: Request) -> None:
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(request, limiter.signup, "signup", client_ip_of(request), what="signups")
 
 
 async def limit_logins(request: Request) -> None:
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(request, limiter.login, "login", client_ip_of(request), what="login attempts")
 
 
 async def limit_refreshes(request: Request) -> None:
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(request, limiter.refresh, "refresh", client_ip_of(request), what="refreshes")
 
 
 async def limit_password_changes(request: Request, user: CurrentUser) -> None:
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(request, limiter.password_change, "password", user.id, what="password changes")
 
 
 async def limit_password_resets(request: Request) -> None:
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(
         request,
         limiter.password_reset,
@@ -181,7 +156,7 @@ async def limit_password_resets(request: Request) -> None:
 
 async def limit_password_resets_of(request: Request, email: str) -> None:
     """Count a password reset request (or a reset) against the account's email."""
-    limiter = runtime_of(request).limiter
+    limiter = provided(request, get_limiter)
     await _enforce(
         request,
         limiter.password_reset,
@@ -189,11 +164,6 @@ async def limit_password_resets_of(request: Request, email: str) -> None:
         email,
         what="password reset requests for this account",
     )
-
-
-async def limit_task_writes(request: Request, owner: OwnerId) -> None:
-    limiter = runtime_of(request).limiter
-    await _enforce(request, limiter.task_write, "task-write", owner, what="task changes")
 
 
 def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awaitable[Model]]:
@@ -232,4 +202,3 @@ LoginLimit = Depends(limit_logins)
 RefreshLimit = Depends(limit_refreshes)
 PasswordChangeLimit = Depends(limit_password_changes)
 PasswordResetLimit = Depends(limit_password_resets)
-TaskWriteLimit = Depends(limit_task_writes)

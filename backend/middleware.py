@@ -2,8 +2,8 @@
 outermost in:
 
 `RequestContextMiddleware` gives every request an id, adds the security headers, `X-Request-ID`
-and any headers decided while serving (the rate-limit state, put in
-`scope["state"]["response_headers"]`) to every response, and writes the one access-log line.
+and any headers decided while serving (the rate-limit state, in the request's
+`RequestContext`) to every response, and writes the one access-log line.
 
 `HeadMiddleware` answers HEAD as GET without the body, so routes declare GET only.
 
@@ -27,6 +27,7 @@ from starlette.middleware import cors
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.context import context_of
 from backend.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -85,9 +86,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 present = {name.lower() for name, _ in message.get("headers", ())}
+                context = context_of(scope)
                 decided = [
                     (name.lower().encode(), value.encode())
-                    for name, value in state.get("response_headers", {}).items()
+                    for name, value in (context.response_headers if context else {}).items()
                 ]
                 message["headers"] = [
                     *message.get("headers", ()),
@@ -107,7 +109,7 @@ class RequestContextMiddleware:
                     "route": getattr(route, "path", None) or path,
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started_at) * 1000, 2),
-                    "user_id": state.get("user_id"),
+                    "user_id": context.user_id if (context := context_of(scope)) else None,
                 },
             )
             request_id_var.reset(token)

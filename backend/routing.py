@@ -1,45 +1,43 @@
-"""Route classes: what happens around every route's handler, before FastAPI reads the body.
+"""The request pipeline: what happens around every route's handler, before FastAPI reads the body.
 
-- `UnitOfWorkRoute` opens the request's unit of work (`Database.session`, a write transaction
-  for writing methods), hands it to the handler through `SessionDep`, and commits it when the
-  handler has returned, before the response is sent, so a 201 means "stored"; an error rolls
-  it back. A session costs nothing until its first statement.
-- `OwnerScopedRoute`, for the routes under /api/{user_id}/, does the same with a Core
-  connection (`ConnectionDep`: the task service builds every statement on the tables and needs
-  no ORM session), and first checks the bearer token, its account (on that connection) and the
-  path's owner. FastAPI decodes a JSON body before it solves dependencies, so without this a
-  request with no token and a malformed body would get 400 instead of 401; the contract's order
-  is 401, then 403, then 400, then 404. A Better Auth user seen for the first time is stored
-  before the unit of work opens again (`users.FirstSight`), never in a connection nested in it.
+`ApiRoute` (every route) and `OwnerScopedRoute` (the routes under /api/{user_id}/) run, in order:
+
+1. For owner-scoped routes, with no database resource taken yet: the bearer token (401), the
+   path's owner against the token's subject (403) and, for writing methods, the task-write rate
+   limit (429). FastAPI decodes a JSON body before it solves dependencies, so checking these in
+   dependencies would answer 400 to a request with no token and a malformed body; the
+   contract's order is 401, 403, 429, then 400 and 404. A limiter that is slow to answer (a
+   hung Redis) holds no database connection, nor SQLite's write lock.
+2. The request's unit of work (`backend/db/unit.py`), which takes a connection only when a
+   service first needs one, and the `RequestContext` (`backend/context.py`).
+3. For owner-scoped routes, the token's account, on the request's connection (401 if it no
+   longer exists or the token was revoked; a Better Auth user seen for the first time is stored,
+   in a transaction on that connection).
+4. The handler (FastAPI: the body, the route's dependencies, the route), then the end of the unit
+   of work: its ORM session, if it has one, is committed before the response is sent, so a 201
+   means "stored".
 
 A unit of work that loses a race in the database (a deadlock, a serialization failure: SQLSTATE
-class 40, rolled back whole) runs again, up to `ATTEMPTS` times, then answers 503.
-
-`@single_statement` marks a writing route whose work is one statement on PostgreSQL: its unit of
-work needs no transaction there (SQLite's writes always run in a write transaction).
+class 40, rolled back whole) runs again from step 2, up to `ATTEMPTS` times, then answers 503.
 """
 
 import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy import exc as sa_exc
 
+from backend.context import RequestContext
 from backend.db import READ_ONLY_METHODS
-from backend.dependencies import (
-    BEARER_SCHEME,
-    authenticate,
-    check_owner,
-    current_account,
-    provision_account,
-)
-from backend.errors import is_transient_conflict
-from backend.infrastructure import runtime_of
-from backend.services.users import FirstSight
+from backend.dependencies import BEARER_SCHEME, authenticate, get_current_user, limit
+from backend.errors import Forbidden, is_transient_conflict
+from backend.infrastructure import get_database, get_limiter, provided
+from backend.services import users
 
 logger = logging.getLogger("backend.routing")
 
@@ -61,66 +59,63 @@ async def _retrying_conflicts(run: Callable[[], Awaitable[Response]]) -> Respons
     raise AssertionError("unreachable")
 
 
-def single_statement[Endpoint: Callable[..., Any]](endpoint: Endpoint) -> Endpoint:
-    """Mark a writing route whose work is one statement, atomic on its own: its unit of work
-    needs no transaction (on PostgreSQL, two round trips fewer)."""
-    endpoint.__single_statement__ = True  # type: ignore[attr-defined]
-    return endpoint
+class ApiRoute(APIRoute):
+    """A route of the API: its handler runs in the request's unit of work and context."""
 
-
-class UnitOfWorkRoute(APIRoute):
-    """A route whose unit of work is an ORM session (`SessionDep`)."""
+    owner_scoped: ClassVar[bool] = False
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
-        single = getattr(self.endpoint, "__single_statement__", False)
+        owner_scoped = self.owner_scoped
 
-        async def in_unit_of_work(request: Request) -> Response:
+        async def pipeline(request: Request) -> Response:
             write = request.method not in READ_ONLY_METHODS
-            database = runtime_of(request).db
+            principal, headers = None, {}
+            if owner_scoped:
+                principal = await authenticate(request)
+                if request.path_params["user_id"] != principal.subject:
+                    raise Forbidden()
+                if write:
+                    limiter = provided(request, get_limiter)
+                    headers = await limit(
+                        limiter,
+                        limiter.task_write,
+                        "task-write",
+                        principal.subject,
+                        what="task changes",
+                    )
+            database = provided(request, get_database)
 
-            async def run() -> Response:
-                async with database.session(write=write, single_statement=single) as session:
-                    request.scope["state"]["session"] = session
+            async def attempt() -> Response:
+                async with database.unit(write=write) as unit:
+                    context = RequestContext(unit, principal, response_headers=dict(headers))
+                    context.install(request.scope)
+                    if principal is not None:
+                        context.account = await users.account_for_token(unit, principal)
                     return await handler(request)
 
-            return await _retrying_conflicts(run)
+            return await _retrying_conflicts(attempt)
 
-        return in_unit_of_work
+        return pipeline
 
 
-class OwnerScopedRoute(APIRoute):
-    """A route under /api/{user_id}/, whose unit of work is a Core connection
-    (`ConnectionDep`): the token, its account (on that connection) and the path's owner are
-    checked before the handler runs."""
+class OwnerScopedRoute(ApiRoute):
+    """A route under /api/{user_id}/: only the token's own user may call it."""
+
+    owner_scoped = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The token is checked here rather than by a FastAPI security dependency (one fewer
-        # dependency on every request), so the route says in the document that it needs it.
-        self.openapi_extra = {"security": [{BEARER_SCHEME: []}], **(self.openapi_extra or {})}
+        # The token is checked by the pipeline rather than by a FastAPI security dependency (one
+        # fewer dependency on every request), so the route says in the document that it needs
+        # it, unless it declares `CurrentUser` (whose dependency says so).
+        if not _depends_on(self.dependant, get_current_user):
+            self.openapi_extra = {"security": [{BEARER_SCHEME: []}], **(self.openapi_extra or {})}
 
-    def get_route_handler(self) -> Handler:
-        handler = super().get_route_handler()
-        single = getattr(self.endpoint, "__single_statement__", False)
 
-        async def in_unit_of_work(request: Request) -> Response:
-            write = request.method not in READ_ONLY_METHODS
-            database = runtime_of(request).db
-            async with database.connection(write=write, single_statement=single) as connection:
-                request.scope["state"]["connection"] = connection
-                account = await current_account(request, connection=connection)
-                check_owner(request.path_params["user_id"], account)
-                return await handler(request)
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
 
-        async def owner_checked(request: Request) -> Response:
-            principal = await authenticate(request)  # 401 for a bad token, before any database
-            try:
-                return await _retrying_conflicts(lambda: in_unit_of_work(request))
-            except FirstSight:
-                # A Better Auth user to store first: in a unit of work of its own, never one
-                # nested in the request's (the handler has not run yet).
-                await provision_account(request, principal)
-                return await _retrying_conflicts(lambda: in_unit_of_work(request))
 
-        return owner_checked
+# The name the account routes use (a helper is renaming them).
+UnitOfWorkRoute = ApiRoute

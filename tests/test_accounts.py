@@ -95,7 +95,7 @@ async def delete_me(
 
 async def every_row(app: FastAPI) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table the models declare, as text."""
-    async with runtime_of(app).db.reading() as connection:
+    async with runtime_of(app).db.engine.connect() as connection:
         return {
             table.name: [
                 {key: str(value) for key, value in row._mapping.items()}
@@ -262,7 +262,7 @@ async def seed_tasks(app: FastAPI, owner_id: str, count: int) -> None:
         }
         for n in range(count)
     ]
-    async with runtime_of(app).db.connection(write=True) as connection:
+    async with runtime_of(app).db.engine.begin() as connection:
         for offset in range(0, count, 2000):
             await connection.execute(insert(TASKS), rows[offset : offset + 2000])
         await connection.execute(

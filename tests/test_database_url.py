@@ -97,7 +97,7 @@ async def test_plain_connections_serve_with_each_sslmode_that_allows_them(
     async with running_app(make_settings(database_url=url)) as app, client_for(app) as client:
         assert (await client.get("/ready")).status_code == 200
         await sign_up(client)
-        async with app.state.runtime.db.reading() as connection:
+        async with app.state.runtime.db.engine.connect() as connection:
             name = await connection.scalar(text("SHOW application_name"))
     assert name == f"todo-{mode}"
 

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import time
 import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
 
@@ -136,8 +138,13 @@ async def test_an_exhausted_pool_answers_503_within_seconds(
     async with running_app(settings) as app, client_for(app) as client:
         user = await sign_up(client)
         db = app.state.runtime.db
-        async with db.engine.connect() if holder == "the pool" else db.reading() as held:
-            await held.exec_driver_sql("SELECT 1")
+        async with AsyncExitStack() as holding:
+            if holder == "the pool":
+                connection = await holding.enter_async_context(db.engine.connect())
+                await connection.exec_driver_sql("SELECT 1")
+            else:
+                work = await holding.enter_async_context(db.reading())
+                await work.rows(sa.select(sa.literal(1).label("one")))
             started = time.monotonic()
             response = await client.get(user.tasks_url, headers=user.headers)
             elapsed = time.monotonic() - started
@@ -159,16 +166,19 @@ async def test_requests_waiting_for_a_connection_get_it_in_arrival_order(
         db = app.state.runtime.db
         served: list[str] = []
 
+        one = sa.select(sa.literal(1).label("one"))
+
         async def read(name: str) -> None:
-            async with db.connection(write=False) as connection:
+            async with db.unit(write=False) as unit:
+                work = await unit.read()  # takes the connection, in turn
                 served.append(name)
-                await connection.exec_driver_sql("SELECT 1")
+                await work.rows(one)
 
         release = asyncio.Event()
 
         async def hold() -> None:
-            async with db.reading() as connection:
-                await connection.exec_driver_sql("SELECT 1")
+            async with db.reading() as work:
+                await work.rows(one)
                 await release.wait()
 
         holders = [asyncio.create_task(hold()) for _ in range(2)]
@@ -254,7 +264,7 @@ async def test_errors_of_hot_statements_on_the_driver_are_told_apart_like_sqlalc
     database leaves its connection sound."""
     async with (
         running_app(make_settings()) as app,
-        app.state.runtime.db.connection(write=False) as connection,
+        app.state.runtime.db.engine.connect() as connection,
     ):
         await connection.exec_driver_sql("SELECT 1")  # on SQLite, this begins the transaction
         translated = await translate_driver_error(connection, "SELECT 1", error)

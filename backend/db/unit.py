@@ -1,16 +1,35 @@
-"""Units of work: the only place that opens, commits and rolls back. Core units of work (the
-task routes, the token's user) wait for a pooled connection in arrival order (`_Turns`):
-SQLAlchemy's pool lets a newcomer take a connection ahead of those already waiting, which makes
-the slowest requests under load several times slower than the rest.
+"""Units of work: the only place that opens, commits and rolls back.
+
+A request has one `UnitOfWork` (the pipeline, `backend/routing.py`, opens and closes it). It
+holds nothing until a service first needs the database; then it takes one pooled connection,
+in arrival order (`_Turns`: SQLAlchemy's pool lets a newcomer take a connection ahead of those
+already waiting, which makes the slowest requests under load several times slower than the
+rest), and keeps it until the request ends. The service says what it needs, and gets a `Work`
+to run its statements on:
+
+- `unit.read()`: reads. On PostgreSQL without BEGIN/COMMIT (under READ COMMITTED every
+  statement takes its own snapshot anyway: a read-only transaction buys two round trips).
+- `unit.statement()`: exactly one statement, atomic on its own (on PostgreSQL, no transaction
+  around it: two round trips fewer). A second statement raises `SecondStatement`: ask for a
+  transaction instead. On SQLite it is a write transaction all the same (BEGIN IMMEDIATE).
+- `unit.transaction()`: a transaction, committed when the block ends normally and rolled back
+  otherwise (except for the domain errors that say their changes must be kept). On SQLite it
+  holds the write lock from its start, so two writers never deadlock on a lock upgrade.
+- `unit.session()`: an ORM session for the account services, committed when the request's
+  work ends (by the pipeline, before the response is sent), or rolled back.
+
+Every write of a task goes through `statement()` or `transaction()`: the one place where the
+changes feed and conditional requests will hook in.
 """
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
 
+from sqlalchemy import Executable, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     async_sessionmaker,
@@ -18,10 +37,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
-
-# aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
-# it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
 from backend.db.engine import BEGIN_MODE, build_engine
+from backend.db.fastpath import execute, fetch_all
 from backend.errors import AppError
 from backend.migrations import is_at_head
 
@@ -60,22 +77,181 @@ class _Turns:
             self._free.release()
 
 
+class SecondStatement(RuntimeError):
+    """A unit of work opened for one atomic statement ran a second one: it would run outside any
+    transaction on PostgreSQL. The service must ask for `UnitOfWork.transaction()`."""
+
+
+class Work:
+    """Where a service runs its statements, in the mode it asked its unit of work for. Valid only
+    inside the block (or the request) that handed it out."""
+
+    __slots__ = ("_connection", "_left", "dialect")
+
+    def __init__(self, connection: AsyncConnection, statements: int | None) -> None:
+        self._connection: AsyncConnection | None = connection
+        self._left = statements  # None: any number
+        self.dialect: str = connection.dialect.name
+
+    def _take(self) -> AsyncConnection:
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("this Work was used after its unit of work ended")
+        if self._left is not None:
+            if self._left == 0:
+                raise SecondStatement(
+                    "a second statement in a unit of work opened for one: use a transaction"
+                )
+            self._left -= 1
+        return connection
+
+    async def rows(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The rows of a statement built once (bind parameters for every value)."""
+        return await fetch_all(self._take(), statement, params or {})
+
+    async def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement for its effect; the number of rows it touched."""
+        return await execute(self._take(), statement, params or {})
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: an error inside undoes only what ran inside."""
+        connection = self._take()
+        if self._left is not None:
+            raise SecondStatement("a savepoint in a unit of work opened for one statement")
+        async with connection.begin_nested():
+            yield
+
+    def end(self) -> None:
+        self._connection = None
+
+
+class UnitOfWork:
+    """A request's work with the database: one pooled connection, taken when a service first
+    needs it and kept until the request ends (see the module's docstring)."""
+
+    def __init__(self, database: "Database", *, write: bool) -> None:
+        self._database = database
+        self._write = write
+        self._resources: AsyncExitStack | None = None
+        self._connection: AsyncConnection | None = None
+        self._reader: Work | None = None
+        self._session: AsyncSession | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self._database.dialect
+
+    async def _connect(self) -> AsyncConnection:
+        if self._connection is None:
+            resources = AsyncExitStack()
+            await resources.enter_async_context(self._database._turns.turn())
+            try:
+                self._connection = await resources.enter_async_context(
+                    self._database._reader_engine.connect()
+                )
+            except BaseException:
+                await resources.aclose()
+                raise
+            self._resources = resources
+        return self._connection
+
+    async def read(self) -> Work:
+        """Reads, as many as needed, on the request's connection."""
+        if self._reader is None:
+            self._reader = Work(await self._connect(), None)
+        return self._reader
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[Work]:
+        """One statement, atomic on its own; a second one raises `SecondStatement`."""
+        if self._database.is_sqlite:
+            async with self._transaction(statements=1) as work:
+                yield work
+            return
+        work = Work(await self._connect(), 1)
+        try:
+            yield work
+        finally:
+            work.end()
+
+    def transaction(self) -> AbstractAsyncContextManager[Work]:
+        """A transaction: committed when the block ends normally, rolled back otherwise."""
+        return self._transaction(statements=None)
+
+    @asynccontextmanager
+    async def _transaction(self, *, statements: int | None) -> AsyncIterator[Work]:
+        connection = await self._connect()
+        if connection.in_transaction():  # a read's (SQLite's snapshot; nothing on PostgreSQL)
+            await connection.commit()
+        await connection.execution_options(**self._database._transaction_options)
+        work = Work(connection, statements)
+        transaction = await connection.begin()
+        try:
+            yield work
+        except AppError as exc:
+            await (transaction.commit() if exc.keeps_changes else transaction.rollback())
+            raise
+        except BaseException:
+            await transaction.rollback()
+            raise
+        else:
+            await transaction.commit()
+        finally:
+            work.end()
+            await connection.execution_options(**self._database._read_options)
+
+    def session(self) -> AsyncSession:
+        """The request's ORM session (a write transaction when the request writes), committed
+        when the request's work ends. It checks a connection out at its first statement."""
+        if self._session is None:
+            factory = self._database._writers if self._write else self._database._readers
+            self._session = factory()
+        return self._session
+
+    async def close(self, error: BaseException | None) -> None:
+        """End the request's work: commit the session (unless `error` undoes it), give the
+        connection back."""
+        try:
+            if self._session is not None:
+                session, self._session = self._session, None
+                try:
+                    keeps = error is None or (isinstance(error, AppError) and error.keeps_changes)
+                    await (session.commit() if keeps else session.rollback())
+                finally:
+                    await session.close()
+        finally:
+            if self._reader is not None:
+                self._reader.end()
+            if self._resources is not None:
+                resources, self._resources, self._connection = self._resources, None, None
+                await resources.aclose()
+
+
 class Database:
-    """The process's engine and the only place that opens, commits and rolls back units of work:
-    ORM sessions (`session`) for the services that need one, Core connections (`connection`)
-    for those that build every statement on the tables (the task routes, the hottest ones)."""
+    """The process's engine, and the units of work on it: `unit()` for a request (see the
+    module's docstring), `session()` and `reading()` for services that work in short units of
+    their own (a login reads the account, hashes for tens of milliseconds with no connection
+    held, then writes)."""
 
     def __init__(self, settings: Settings) -> None:
         self.engine = build_engine(settings)
         self.is_sqlite = settings.is_sqlite
+        self.dialect = self.engine.dialect.name
         self._turns = _Turns(
             settings.db_pool_size + settings.db_max_overflow, settings.db_pool_timeout_seconds
         )
-        # PostgreSQL reads run without BEGIN/COMMIT: under READ COMMITTED every statement takes
-        # its own snapshot anyway, so a read-only transaction buys nothing but two round trips.
-        self._reader_engine = self.engine.execution_options(
-            **({} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
+        # PostgreSQL reads run without BEGIN/COMMIT (AUTOCOMMIT); a transaction switches its
+        # connection to the database's own isolation level for its duration.
+        self._read_options: dict[str, Any] = (
+            {BEGIN_MODE: "DEFERRED"} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
         )
+        self._transaction_options: dict[str, Any] = (
+            {BEGIN_MODE: "IMMEDIATE"} if self.is_sqlite else {"isolation_level": "READ COMMITTED"}
+        )
+        self._reader_engine = self.engine.execution_options(**self._read_options)
         self._writer_engine = self.engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._readers = async_sessionmaker(
             self._reader_engine, class_=AsyncSession, expire_on_commit=False, autoflush=False
@@ -86,57 +262,31 @@ class Database:
         self._migrated = False
         self._schema_recheck_at = 0.0
 
-    def _writes_in_transaction(self, write: bool, single_statement: bool) -> bool:
-        return write and (self.is_sqlite or not single_statement)
+    @asynccontextmanager
+    async def unit(self, *, write: bool) -> AsyncIterator[UnitOfWork]:
+        """A request's unit of work (`write`: whether its ORM session writes)."""
+        unit = UnitOfWork(self, write=write)
+        try:
+            yield unit
+        except BaseException as exc:
+            await unit.close(exc)
+            raise
+        await unit.close(None)
 
     @asynccontextmanager
-    async def connection(
-        self, *, write: bool, single_statement: bool = False
-    ) -> AsyncIterator[AsyncConnection]:
-        """The unit of work of `session`, on a Core connection: committed when the block ends
-        normally, rolled back otherwise. The same transaction rules apply."""
-        async with self._turns.turn():
-            if self._writes_in_transaction(write, single_statement):
-                async with self._writer_engine.begin() as connection:
-                    yield connection
-            else:
-                async with self._reader_engine.connect() as connection:
-                    yield connection
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """An ORM session in a unit of work of its own: committed when the block ends normally,
+        rolled back otherwise (except for the domain errors that say their changes must be
+        kept). `write` opens a write transaction (on SQLite, one that holds the write lock from
+        its first statement)."""
+        async with self.unit(write=write) as unit:
+            yield unit.session()
 
     @asynccontextmanager
-    async def session(
-        self, *, write: bool, single_statement: bool = False
-    ) -> AsyncIterator[AsyncSession]:
-        """A unit of work: committed when the block ends normally, rolled back otherwise (except
-        for the domain errors that say their changes must be kept).
-
-        `write` opens a write transaction (on SQLite, one that holds the write lock from its
-        first statement). With `single_statement`, the caller promises that it writes with one
-        statement at most, atomic on its own: on PostgreSQL it then runs without BEGIN/COMMIT,
-        two round trips fewer.
-        """
-        transactional_write = self._writes_in_transaction(write, single_statement)
-        factory = self._writers if transactional_write else self._readers
-        # No turn here: a session checks a connection out only when its first statement runs
-        # (a login reads the account in a unit of its own, then hashes for tens of milliseconds
-        # before its session writes), so it waits in the pool itself, in no strict order.
-        async with factory() as session:
-            try:
-                yield session
-                await session.commit()
-            except AppError as exc:
-                await (session.commit() if exc.keeps_changes else session.rollback())
-                raise
-            except BaseException:
-                await session.rollback()
-                raise
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for a few reads with no ORM session around them, for the lookups that
-        run on every request (the token's user)."""
-        async with self._turns.turn(), self._reader_engine.connect() as connection:
-            yield connection
+    async def reading(self) -> AsyncIterator[Work]:
+        """A few reads in a unit of work of their own."""
+        async with self.unit(write=False) as unit:
+            yield await unit.read()
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""

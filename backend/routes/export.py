@@ -1,10 +1,10 @@
 """The export of a user's data: GET /api/{user_id}/export, owner-scoped."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from backend.dependencies import OwnerId, current_account
-from backend.infrastructure import runtime_of
+from backend.dependencies import CurrentUser, OwnerId
+from backend.infrastructure import DatabaseDep
 from backend.models import utcnow
 from backend.openapi import BEARER_ERRORS, problem_responses, success_response
 from backend.routing import OwnerScopedRoute
@@ -37,16 +37,16 @@ _EXPORT_EXAMPLE = {
         **problem_responses("validation_error", *BEARER_ERRORS, "forbidden"),
     },
 )
-async def export(owner: OwnerId, request: Request) -> Response:
+async def export(_owner: OwnerId, account: CurrentUser, database: DatabaseDep) -> Response:
     """The user's data to take away: `{"format": "todo-api/1", "exported_at", "user", "tasks"}`
     with every task (all fields, oldest first), as a file download.
 
     The document is streamed as it is read, in batches: any number of tasks costs the server
     little memory, and the client can write it to disk as it comes."""
-    user = sessions.user_read(await current_account(request))
+    user = sessions.user_read(account)
     filename = f"todo-export-{utcnow().date().isoformat()}.json"
     return StreamingResponse(
-        accounts.export(runtime_of(request).db, user),
+        accounts.export(database, user),
         media_type="application/json",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',

@@ -5,9 +5,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
-from backend.dependencies import ConnectionDep, OwnerId, TaskWriteLimit, query_model
+from backend.dependencies import OwnerId, UnitDep, query_model
 from backend.errors import ValidationFailed
-from backend.infrastructure import runtime_of
+from backend.infrastructure import SettingsDep
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -21,7 +21,7 @@ from backend.openapi import (
     success_response,
 )
 from backend.responses import json_response
-from backend.routing import OwnerScopedRoute, single_statement
+from backend.routing import OwnerScopedRoute
 from backend.schemas import (
     COMPLETED_TASK_EXAMPLE,
     TASK_EXAMPLE,
@@ -172,7 +172,7 @@ _list_query = query_model(TaskListQuery)
     },
 )
 async def list_tasks(
-    owner: OwnerId, db: ConnectionDep, query: Annotated[TaskListQuery, Depends(_list_query)]
+    owner: OwnerId, unit: UnitDep, query: Annotated[TaskListQuery, Depends(_list_query)]
 ) -> Response:
     """The caller's tasks, filtered, sorted and paged.
 
@@ -183,7 +183,7 @@ async def list_tasks(
     date come last in either direction. A query parameter not listed here is refused (400), and
     so are `due_after` and `due_before` in the wrong order.
     """
-    return json_response(await tasks.list_tasks(db, owner, query))
+    return json_response(await tasks.list_tasks(unit, owner, query))
 
 
 @router.post(
@@ -192,7 +192,6 @@ async def list_tasks(
     response_model=TaskRead,
     summary="Create a task",
     operation_id="createTask",
-    dependencies=[TaskWriteLimit],
     responses={
         **success_response(
             201,
@@ -213,13 +212,11 @@ async def list_tasks(
         ),
     },
 )
-@single_statement  # on PostgreSQL, one INSERT ... SELECT from the counting UPDATE
 async def create_task(
-    owner: OwnerId, db: ConnectionDep, body: TaskCreateBody, request: Request
+    owner: OwnerId, unit: UnitDep, body: TaskCreateBody, settings: SettingsDep
 ) -> Response:
     """Create a task. The answer's `Location` header is the new task's URL."""
-    settings = runtime_of(request).settings
-    task = await tasks.create_task(db, owner, body, max_tasks=settings.max_tasks_per_user)
+    task = await tasks.create_task(unit, owner, body, max_tasks=settings.max_tasks_per_user)
     location = f"/api/{owner}/tasks/{task.id}"
     return json_response(task, status_code=201, headers={"Location": location})
 
@@ -234,9 +231,9 @@ async def create_task(
         **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
-async def get_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Response:
+async def get_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Response:
     """One task. A task that does not exist and another user's task are both 404."""
-    return json_response(await tasks.get_task(db, owner, task_id))
+    return json_response(await tasks.get_task(unit, owner, task_id))
 
 
 @router.put(
@@ -244,19 +241,17 @@ async def get_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Respon
     response_model=TaskRead,
     summary="Replace a task",
     operation_id="replaceTask",
-    dependencies=[TaskWriteLimit],
     responses=_changed_task_responses("The task as it now is."),
 )
-@single_statement  # one UPDATE ... RETURNING, its SET expressions reading the row as it was
 async def replace_task(
-    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: TaskReplaceBody
+    owner: OwnerId, unit: UnitDep, task_id: TaskId, body: TaskReplaceBody
 ) -> Response:
     """Replace every writable field; fields left out are reset to their defaults.
 
     Idempotent: repeating a PUT gives the same task, and a PUT that changes nothing leaves
     `updated_at` as it was. `completed_at` is kept by the server.
     """
-    return json_response(await tasks.replace_task(db, owner, task_id, body))
+    return json_response(await tasks.replace_task(unit, owner, task_id, body))
 
 
 @router.patch(
@@ -264,7 +259,6 @@ async def replace_task(
     response_model=TaskRead,
     summary="Change some fields of a task",
     operation_id="patchTask",
-    dependencies=[TaskWriteLimit],
     responses=_changed_task_responses(
         "The task as it now is.",
         invalid_input="Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, "
@@ -272,16 +266,15 @@ async def replace_task(
         invalid=(["body", "title"], "may be left out, but not null", "not_null"),
     ),
 )
-@single_statement  # one UPDATE ... RETURNING, as PUT
 async def patch_task(
-    owner: OwnerId, db: ConnectionDep, task_id: TaskId, body: TaskPatchBody
+    owner: OwnerId, unit: UnitDep, task_id: TaskId, body: TaskPatchBody
 ) -> Response:
     """Change the fields the body has and keep the others (JSON merge patch, RFC 7396).
 
     `null` clears `description` or `due_date`; `title`, `completed` and `priority` cannot be
     null, and `{}` is a 400. A patch that changes nothing leaves `updated_at` as it was.
     """
-    return json_response(await tasks.patch_task(db, owner, task_id, body))
+    return json_response(await tasks.patch_task(unit, owner, task_id, body))
 
 
 @router.delete(
@@ -290,7 +283,6 @@ async def patch_task(
     response_class=Response,
     summary="Delete a task",
     operation_id="deleteTask",
-    dependencies=[TaskWriteLimit],
     responses={
         **success_response(
             204,
@@ -305,11 +297,10 @@ async def patch_task(
         ),
     },
 )
-@single_statement  # on PostgreSQL, one UPDATE of the counter from the DELETE ... RETURNING
-async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Response:
+async def delete_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Response:
     """Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
     whether another user has a task with this id."""
-    await tasks.delete_task(db, owner, task_id)
+    await tasks.delete_task(unit, owner, task_id)
     return Response(status_code=204)
 
 
@@ -318,7 +309,6 @@ async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Res
     response_model=TaskRead,
     summary="Complete, reopen or toggle a task",
     operation_id="completeTask",
-    dependencies=[TaskWriteLimit],
     responses=_changed_task_responses(
         "The task with its new state.",
         invalid_input="Invalid input: a malformed id, or a body other than "
@@ -326,9 +316,8 @@ async def delete_task(owner: OwnerId, db: ConnectionDep, task_id: TaskId) -> Res
         invalid=(["body", "completed"], "Field required", "missing"),
     ),
 )
-@single_statement  # one UPDATE ... RETURNING: atomic without a transaction around it
 async def complete_task(
-    owner: OwnerId, db: ConnectionDep, task_id: TaskId, request: Request, body: CompleteBody = None
+    owner: OwnerId, unit: UnitDep, task_id: TaskId, request: Request, body: CompleteBody = None
 ) -> Response:
     """Without a body, toggle the task's state; with `{"completed": true|false}`, set it
     (idempotent). `{}` is a 400. `completed_at` follows the state."""
@@ -338,4 +327,4 @@ async def complete_task(
             "must be {completed: bool}, or left out", loc=("body",), type_="model_type"
         )
     completed = None if body is None else body.completed
-    return json_response(await tasks.set_completed(db, owner, task_id, completed))
+    return json_response(await tasks.set_completed(unit, owner, task_id, completed))

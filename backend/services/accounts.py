@@ -21,7 +21,7 @@ from sqlmodel import SQLModel, delete, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher
-from backend.db import Database, fetch_all
+from backend.db import Database
 from backend.errors import InvalidToken, ValidationFailed, WrongPassword
 from backend.models import DELETED_SUBJECTS, TASKS, USERS, AuthProvider, utcnow
 from backend.ratelimit import LoginLockout
@@ -206,8 +206,8 @@ async def export(db: Database, user: UserRead) -> AsyncIterator[bytes]:
     statement = _EXPORT_FIRST
     separator = b""
     while True:
-        async with db.reading() as connection:
-            rows = await fetch_all(connection, statement, params)
+        async with db.reading() as work:
+            rows = await work.rows(statement, params)
         if not rows:
             break
         yield separator + b",".join(_dumps(row) for row in rows)

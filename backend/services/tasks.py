@@ -7,15 +7,15 @@ user's task and a missing task are indistinguishable.
 The statements are built with SQLModel once, on the tables themselves (Core, not ORM entities),
 with bind parameters for every value: building a statement and computing its cache key costs
 more than running it, and these run on every request. The list statements depend on the shape
-of the query (which filters, which sort) and are built once per shape. They run through
-`db.fetch_all` and `db.execute` (compiled once and run on the driver directly where they may);
-rows become response models through pydantic's validator, faster than constructing them in
-Python.
+of the query (which filters, which sort) and are built once per shape. They run on the
+request's unit of work (`backend/db/unit.py`: compiled once and run on the driver directly
+where they may); rows become response models through pydantic's validator, faster than
+constructing them in Python.
 
-Every write is one statement, atomic on its own, so the routes are `@single_statement` and run
-without a transaction on PostgreSQL: create and delete keep the owner's task counter in the
-same statement (a WITH clause), which SQLite cannot do; there they are two statements in the
-write transaction that SQLite's writes always have.
+Each function asks its unit of work for what it needs: reads, one atomic statement, or a
+transaction. Every write here is one statement on PostgreSQL (`unit.statement()`, no
+transaction around it): create and delete keep the owner's task counter in the same statement
+(a WITH clause), which SQLite cannot do; there they are two statements in a transaction.
 """
 
 import uuid
@@ -23,12 +23,11 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, func, insert, select, update
 
-from backend.db import execute, fetch_all
+from backend.db import UnitOfWork, Work
 from backend.errors import NotFound, TooManyTasks
 from backend.models import TASKS, USERS, UTCDateTime, utcnow
 from backend.schemas import (
@@ -64,18 +63,16 @@ def _owned(*criteria: ColumnElement[bool]) -> ColumnElement[bool]:
 _BY_ID = _t.id == sa.bindparam("task_id")
 
 
-async def _execute(
-    connection: AsyncConnection, statement: Executable, owner_id: str, **params: Any
-) -> int:
+async def _execute(work: Work, statement: Executable, owner_id: str, **params: Any) -> int:
     """Run a statement for its effect; the number of rows it touched."""
-    return await execute(connection, statement, {"owner_id": owner_id, **params})
+    return await work.run(statement, {"owner_id": owner_id, **params})
 
 
 async def _rows(
-    connection: AsyncConnection, statement: Executable, owner_id: str, **params: Any
+    work: Work, statement: Executable, owner_id: str, **params: Any
 ) -> list[dict[str, Any]]:
     """Run a statement for its rows."""
-    return await fetch_all(connection, statement, {"owner_id": owner_id, **params})
+    return await work.rows(statement, {"owner_id": owner_id, **params})
 
 
 def _read(row: dict[str, Any]) -> TaskRead:
@@ -141,7 +138,8 @@ def _order_by(sort: TaskSort) -> list[Any]:
     return [key, tie]
 
 
-async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskListQuery) -> TaskPage:
+async def list_tasks(unit: UnitOfWork, owner_id: str, query: TaskListQuery) -> TaskPage:
+    work = await unit.read()
     count, page = _list_statements(
         query.status,
         query.q is not None,
@@ -156,12 +154,10 @@ async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskList
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
-    total: int = (await _rows(connection, count, owner_id, **params))[0]["total"]
+    total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
     rows: list[dict[str, Any]] = []
     if query.offset < total:
-        rows = await _rows(
-            connection, page, owner_id, limit=query.limit, offset=query.offset, **params
-        )
+        rows = await _rows(work, page, owner_id, limit=query.limit, offset=query.offset, **params)
     return TaskPage.model_validate(
         {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
     )
@@ -172,15 +168,15 @@ async def list_tasks(connection: AsyncConnection, owner_id: str, query: TaskList
 _GET = select(*_COLUMNS).where(_owned(_BY_ID))
 
 
-async def _find(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
-    rows = await _rows(connection, _GET, owner_id, task_id=task_id)
+async def _find(unit: UnitOfWork, owner_id: str, task_id: uuid.UUID) -> dict[str, Any]:
+    rows = await _rows(await unit.read(), _GET, owner_id, task_id=task_id)
     if not rows:
         raise NotFound("No task with this id.")
     return rows[0]
 
 
-async def get_task(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> TaskRead:
-    return _read(await _find(connection, owner_id, task_id))
+async def get_task(unit: UnitOfWork, owner_id: str, task_id: uuid.UUID) -> TaskRead:
+    return _read(await _find(unit, owner_id, task_id))
 
 
 # Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
@@ -206,10 +202,10 @@ _INSERT_COUNTED = insert(TASKS).from_select(
 
 
 async def create_task(
-    connection: AsyncConnection, owner_id: str, data: TaskWrite, *, max_tasks: int
+    unit: UnitOfWork, owner_id: str, data: TaskWrite, *, max_tasks: int
 ) -> TaskRead:
-    """Create a task unless the owner holds `max_tasks` already; one statement on PostgreSQL
-    (the route is `@single_statement`), two in the write transaction on SQLite."""
+    """Create a task unless the owner holds `max_tasks` already; one statement on PostgreSQL,
+    two in a transaction on SQLite."""
     now = utcnow()
     writable = data.model_dump(include=set(_WRITABLE))
     values = {
@@ -220,12 +216,14 @@ async def create_task(
         "created_at": now,
         "updated_at": now,
     }
-    if connection.dialect.name == "postgresql":
-        created = await _execute(connection, _INSERT_COUNTED, owner_id, cap=max_tasks, **values)
+    if unit.dialect == "postgresql":
+        async with unit.statement() as work:
+            created = await _execute(work, _INSERT_COUNTED, owner_id, cap=max_tasks, **values)
     else:
-        created = await _execute(connection, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
-        if created:
-            await execute(connection, _INSERT, {"user_id": owner_id, **values})
+        async with unit.transaction() as work:
+            created = await _execute(work, _COUNT_ONE_MORE, owner_id, cap=max_tasks)
+            if created:
+                await work.run(_INSERT, {"user_id": owner_id, **values})
     if created == 0:
         raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
     return TaskRead.model_validate({"user_id": owner_id, **values})
@@ -276,41 +274,39 @@ _UPDATE = (
 
 
 async def _update(
-    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, values: dict[str, Any]
+    unit: UnitOfWork, owner_id: str, task_id: uuid.UUID, values: dict[str, Any]
 ) -> TaskRead:
     """Write `values` (some writable fields) in one UPDATE ... RETURNING: a write that changes
     nothing leaves `updated_at` as it was; `completed_at` is kept while the task stays
     completed, set when it becomes completed, cleared when it is reopened."""
     new = dict.fromkeys((*_WRITABLE, *_FOLDED)) | values | _folded(values)
-    rows = await _rows(
-        connection,
-        _UPDATE,
-        owner_id,
-        task_id=task_id,
-        now=utcnow(),
-        **{f"set_{name}": name in values for name in _WRITABLE},
-        **{f"new_{name}": value for name, value in new.items()},
-    )
+    async with unit.statement() as work:
+        rows = await _rows(
+            work,
+            _UPDATE,
+            owner_id,
+            task_id=task_id,
+            now=utcnow(),
+            **{f"set_{name}": name in values for name in _WRITABLE},
+            **{f"new_{name}": value for name, value in new.items()},
+        )
     if not rows:
         raise NotFound("No task with this id.")
     return _read(rows[0])
 
 
 async def replace_task(
-    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, data: TaskWrite
+    unit: UnitOfWork, owner_id: str, task_id: uuid.UUID, data: TaskWrite
 ) -> TaskRead:
-    """Replace every writable field, in one statement (the route is `@single_statement`)."""
-    return await _update(connection, owner_id, task_id, data.model_dump(include=set(_WRITABLE)))
+    """Replace every writable field, in one statement."""
+    return await _update(unit, owner_id, task_id, data.model_dump(include=set(_WRITABLE)))
 
 
 async def patch_task(
-    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, patch: TaskPatch
+    unit: UnitOfWork, owner_id: str, task_id: uuid.UUID, patch: TaskPatch
 ) -> TaskRead:
-    """Write the fields the patch has, keep the others (JSON merge patch), in one statement
-    (the route is `@single_statement`)."""
-    return await _update(
-        connection, owner_id, task_id, patch.model_dump(include=patch.model_fields_set)
-    )
+    """Write the fields the patch has, keep the others (JSON merge patch), in one statement."""
+    return await _update(unit, owner_id, task_id, patch.model_dump(include=patch.model_fields_set))
 
 
 _DELETE = delete(TASKS).where(_owned(_BY_ID))
@@ -327,16 +323,17 @@ _DELETE_COUNTED = (
 )
 
 
-async def delete_task(connection: AsyncConnection, owner_id: str, task_id: uuid.UUID) -> None:
+async def delete_task(unit: UnitOfWork, owner_id: str, task_id: uuid.UUID) -> None:
     """Delete the task if the owner has it; deleting a missing task is not an error. One
-    statement on PostgreSQL (the route is `@single_statement`), two in the write transaction
-    on SQLite."""
-    if connection.dialect.name == "postgresql":
-        await _execute(connection, _DELETE_COUNTED, owner_id, task_id=task_id)
+    statement on PostgreSQL, two in a transaction on SQLite."""
+    if unit.dialect == "postgresql":
+        async with unit.statement() as work:
+            await _execute(work, _DELETE_COUNTED, owner_id, task_id=task_id)
         return
-    deleted = await _execute(connection, _DELETE, owner_id, task_id=task_id)
-    if deleted:
-        await _execute(connection, _COUNT_FEWER, owner_id, deleted=deleted)
+    async with unit.transaction() as work:
+        deleted = await _execute(work, _DELETE, owner_id, task_id=task_id)
+        if deleted:
+            await _execute(work, _COUNT_FEWER, owner_id, deleted=deleted)
 
 
 _TOGGLE = (
@@ -363,20 +360,22 @@ _SET_COMPLETED = (
 
 
 async def set_completed(
-    connection: AsyncConnection, owner_id: str, task_id: uuid.UUID, completed: bool | None
+    unit: UnitOfWork, owner_id: str, task_id: uuid.UUID, completed: bool | None
 ) -> TaskRead:
-    """Toggle (`completed` None) or set the completed state, atomically."""
+    """Toggle (`completed` None) or set the completed state, in one statement. Setting the state
+    the task has already changes nothing, and answers the task as it is."""
     now = utcnow()
-    if completed is None:
-        rows = await _rows(connection, _TOGGLE, owner_id, task_id=task_id, now=now)
-    else:
-        rows = await _rows(
-            connection,
-            _SET_COMPLETED,
-            owner_id,
-            task_id=task_id,
-            new_completed=completed,
-            new_completed_at=now if completed else None,
-            now=now,
-        )
-    return _read(rows[0] if rows else await _find(connection, owner_id, task_id))
+    async with unit.statement() as work:
+        if completed is None:
+            rows = await _rows(work, _TOGGLE, owner_id, task_id=task_id, now=now)
+        else:
+            rows = await _rows(
+                work,
+                _SET_COMPLETED,
+                owner_id,
+                task_id=task_id,
+                new_completed=completed,
+                new_completed_at=now if completed else None,
+                now=now,
+            )
+    return _read(rows[0] if rows else await _find(unit, owner_id, task_id))

@@ -13,15 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth.passwords import PasswordHasher, is_common_password
 from backend.auth.tokens import Principal
-from backend.db import Database, fetch_all
+from backend.db import Database, UnitOfWork, Work
 from backend.errors import EmailTaken, InvalidCredentials, InvalidToken, WeakPassword
-from backend.models import DELETED_SUBJECTS, USERS, AuthProvider, User, utcnow
+from backend.models import DELETED_SUBJECTS, USERS, AuthProvider, User, UTCDateTime, utcnow
 from backend.ratelimit import LoginLockout
 
 
@@ -148,10 +147,10 @@ async def authenticate(
 _ACCOUNT_BY_ID = select(*_ACCOUNT_COLUMNS).where(USERS.c.id == sa.bindparam("subject"))
 
 
-async def find_account(connection: AsyncConnection, principal: Principal) -> Account | None:
+async def find_account(work: Work, principal: Principal) -> Account | None:
     """The account a verified token speaks for, if it exists, belongs to the token's issuer, and
     has not revoked the tokens issued before a logout-all or a password change."""
-    rows = await fetch_all(connection, _ACCOUNT_BY_ID, {"subject": principal.subject})
+    rows = await work.rows(_ACCOUNT_BY_ID, {"subject": principal.subject})
     if not rows:
         return None
     account = Account(**rows[0])
@@ -185,45 +184,16 @@ def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
     return email, None if name is None else name[:_MAX_NAME_LENGTH]
 
 
-class FirstSight(Exception):
-    """A Better Auth user must be stored (new, or with a new email or name) before a request's
-    unit of work can serve it; `provision` does that in a unit of work of its own."""
-
-    def __init__(self, principal: Principal) -> None:
-        super().__init__(principal.subject)
-        self.principal = principal
-
-
-async def account_for_token(
-    db: Database, principal: Principal, *, connection: AsyncConnection | None = None
-) -> Account:
-    """The account behind a verified token; a Better Auth user is provisioned on first sight.
-
-    The lookup runs on the request's unit of work `connection` when given (one connection for
-    the whole request); a user that must be provisioned then raises `FirstSight`, for the caller
-    to `provision` once that unit of work has ended. Provisioning in a second connection while
-    holding the first fails under load: when every pooled connection is held by a request
-    waiting for another, none comes free before the pool's timeout (503). Without
-    `connection`, the lookup and the provisioning each take a unit of work of their own.
-    """
-    if connection is None:
-        async with db.reading() as own:
-            account = await find_account(own, principal)
-        if needs_provisioning(account, principal):
-            account = await provision(db, principal)
-    else:
-        account = await find_account(connection, principal)
-        if needs_provisioning(account, principal):
-            raise FirstSight(principal)
+async def account_for_token(unit: UnitOfWork, principal: Principal) -> Account:
+    """The account behind a verified token, read on `unit`; a Better Auth user seen for the
+    first time (or with a new email or name) is stored first, in a transaction of `unit`."""
+    account = await find_account(await unit.read(), principal)
+    if needs_provisioning(account, principal):
+        async with unit.transaction() as work:
+            account = await provision_better_auth_user(work, principal)
     if account is None:
         raise InvalidToken("The user of this access token no longer exists.")
     return account
-
-
-async def provision(db: Database, principal: Principal) -> Account:
-    """Store a Better Auth user from its token, in a write unit of work of its own."""
-    async with db.connection(write=True) as connection:
-        return await provision_better_auth_user(connection, principal)
 
 
 def needs_provisioning(account: Account | None, principal: Principal) -> bool:
@@ -238,55 +208,66 @@ def subject_hash(subject: str) -> str:
     return hashlib.sha256(subject.encode()).hexdigest()
 
 
-async def _refuse_if_deleted_since(connection: AsyncConnection, principal: Principal) -> None:
+_DELETED_AT = select(DELETED_SUBJECTS.c.deleted_at).where(
+    DELETED_SUBJECTS.c.subject_hash == sa.bindparam("subject_hash")
+)
+
+
+async def _refuse_if_deleted_since(work: Work, principal: Principal) -> None:
     """A token issued before its user deleted the account must not bring the account back;
     one issued after (the user signed in again) provisions a new, empty one."""
-    deleted_at = (
-        await connection.execute(
-            select(DELETED_SUBJECTS.c.deleted_at).where(
-                DELETED_SUBJECTS.c.subject_hash == subject_hash(principal.subject)
-            )
-        )
-    ).scalar_one_or_none()
+    rows = await work.rows(_DELETED_AT, {"subject_hash": subject_hash(principal.subject)})
+    deleted_at = rows[0]["deleted_at"] if rows else None
     if deleted_at is not None and principal.issued_at < deleted_at.timestamp():
         raise InvalidToken("This account was deleted; sign in again to start a new one.")
 
 
-async def provision_better_auth_user(connection: AsyncConnection, principal: Principal) -> Account:
+_PROVISION = insert(USERS).values(
+    id=sa.bindparam("subject"),
+    provider=AuthProvider.better_auth,
+    email=sa.bindparam("email"),
+    name=sa.bindparam("name"),
+    time_zone="UTC",
+    task_count=0,
+    created_at=sa.bindparam("now", type_=UTCDateTime()),
+    updated_at=sa.bindparam("now", type_=UTCDateTime()),
+)
+_NEW_PROFILE = (
+    update(USERS)
+    .where(USERS.c.id == sa.bindparam("subject"))
+    .values(
+        email=sa.bindparam("email"),
+        name=sa.bindparam("name"),
+        updated_at=sa.bindparam("now", type_=UTCDateTime()),
+    )
+)
+
+
+async def provision_better_auth_user(work: Work, principal: Principal) -> Account:
     """Create or update the local row of a Better Auth user from the token's claims, so that
-    tasks have their owner row, in the write transaction of `connection`. Safe against
-    concurrent first requests of the same user."""
+    tasks have their owner row, in the transaction of `work`. Safe against concurrent first
+    requests of the same user."""
     email, name = _better_auth_profile(principal)
     params = {"subject": principal.subject}
-    rows = await fetch_all(connection, _ACCOUNT_BY_ID, params)
+    rows = await work.rows(_ACCOUNT_BY_ID, params)
     if not rows:
-        await _refuse_if_deleted_since(connection, principal)
+        await _refuse_if_deleted_since(work, principal)
         now = utcnow()
         try:
-            async with connection.begin_nested():
-                await connection.execute(
-                    insert(USERS).values(
-                        id=principal.subject,
-                        provider=AuthProvider.better_auth,
-                        email=email,
-                        name=name,
-                        time_zone="UTC",
-                        task_count=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
+            async with work.savepoint():
+                await work.run(
+                    _PROVISION,
+                    {"subject": principal.subject, "email": email, "name": name, "now": now},
                 )
         except sa_exc.IntegrityError:  # another request provisioned this user first
             pass
-        rows = await fetch_all(connection, _ACCOUNT_BY_ID, params)
+        rows = await work.rows(_ACCOUNT_BY_ID, params)
     account = Account(**rows[0])
     if account.provider != AuthProvider.better_auth:
         raise InvalidToken("The access token's subject belongs to another identity provider.")
     if (account.email, account.name) != (email, name):
-        await connection.execute(
-            update(USERS)
-            .where(USERS.c.id == account.id)
-            .values(email=email, name=name, updated_at=utcnow())
+        await work.run(
+            _NEW_PROFILE, {"subject": account.id, "email": email, "name": name, "now": utcnow()}
         )
         account = dataclasses.replace(account, email=email, name=name)
     return account
