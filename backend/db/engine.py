@@ -8,22 +8,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import AdaptedConnection, Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     create_async_engine,
 )
-from sqlalchemy.util.concurrency import await_
 
 from backend.config import Settings
 from backend.database_url import PostgresTarget
-
-# aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
-# it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
 
 # aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
 # it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
@@ -63,7 +59,9 @@ class _SQLiteWriters:
     def begin(self, connection: Connection) -> None:
         mode = connection.get_execution_options().get(BEGIN_MODE, "DEFERRED")
         if mode == "IMMEDIATE":
-            await_(self._lock.acquire())
+            # SQLAlchemy's documented way to await in an event of an async engine.
+            adapted = cast(AdaptedConnection, connection.connection.dbapi_connection)
+            adapted.run_async(lambda _driver: self._lock.acquire())
             connection.info[_HOLDS_WRITE_LOCK] = True
         try:
             connection.exec_driver_sql(f"BEGIN {mode}")

@@ -17,10 +17,6 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.sql.compiler import SQLCompiler
 
-# aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
-# it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
-
-
 _REQUIRED = object()
 _DRIVER = "todo_driver_connection"
 
