@@ -8,6 +8,7 @@ index starts with the owner, because every task query is scoped by its owner.
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -103,24 +104,58 @@ class User(SQLModel, table=True):
         default="UTC", max_length=64, nullable=False, sa_column_kwargs={"server_default": "UTC"}
     )
     password_hash: str | None = Field(default=None, max_length=512)
+    # Live tasks (the trash is not counted): the cap's counter.
     task_count: int = Field(default=0, nullable=False)
+    # The user's revision: the last number a change to the user's tasks took (the changes feed's
+    # clock). Every task write takes the next one while it holds this row, so they are handed
+    # out, and committed, in order.
+    revision: int = Field(
+        default=0, sa_type=sa.BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    # Purging the trash forgets deletions: a feed cursor older than this cannot be served (410).
+    sync_horizon: int = Field(
+        default=0, sa_type=sa.BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
     # Access tokens issued before this instant are refused (logout-all, password change).
     tokens_valid_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
+LIVE = sa.text("deleted_at IS NULL")
+TRASHED = sa.text("deleted_at IS NOT NULL")
+
+
+def _live_index(name: str, *columns: Any) -> sa.Index:
+    """An index of the live tasks only: the trash never slows a list down."""
+    return sa.Index(name, *columns, sqlite_where=LIVE, postgresql_where=LIVE)
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         sa.CheckConstraint("priority BETWEEN 1 AND 3", name="priority_rank"),
-        sa.Index("ix_tasks_user_created", "user_id", "created_at", "id"),
-        sa.Index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
-        sa.Index("ix_tasks_user_due", "user_id", "due_date", "id"),
-        sa.Index("ix_tasks_user_priority", "user_id", "priority", "id"),
+        _live_index("ix_tasks_user_created", "user_id", "created_at", "id"),
+        _live_index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
+        _live_index("ix_tasks_user_due", "user_id", "due_date", "id"),
+        _live_index("ix_tasks_user_priority", "user_id", "priority", "id"),
         # Title sorts case-insensitively; the index holds the same expression.
-        sa.Index("ix_tasks_user_title", "user_id", sa.text("lower(title)"), "id"),
-        sa.Index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+        _live_index("ix_tasks_user_title", "user_id", sa.text("lower(title)"), "id"),
+        _live_index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+        # The changes feed: a user's tasks (the trash too) in the order they last changed.
+        sa.Index("ix_tasks_user_revision", "user_id", "revision", "id"),
+        # The trash, latest deletion first; and its purge by age, across users.
+        sa.Index(
+            "ix_tasks_user_deleted",
+            "user_id",
+            "deleted_at",
+            "id",
+            sqlite_where=TRASHED,
+            postgresql_where=TRASHED,
+        ),
+        sa.Index(
+            "ix_tasks_deleted_at", "deleted_at", sqlite_where=TRASHED, postgresql_where=TRASHED
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -141,6 +176,14 @@ class Task(SQLModel, table=True):
     due_date: date | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # 1 at creation, + 1 with every change (its ETag); a write that changes nothing keeps it.
+    version: int = Field(default=1, nullable=False, sa_column_kwargs={"server_default": "1"})
+    # The owner's revision that the task's last change (its deletion and restoring included) took.
+    revision: int = Field(
+        default=0, sa_type=sa.BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    # Set when the task went to the trash; the row is purged later.
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RefreshToken(SQLModel, table=True):
