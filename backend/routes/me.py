@@ -2,10 +2,10 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Response
 
 from backend.dependencies import CurrentUser, SessionDep
-from backend.infrastructure import runtime_of
+from backend.infrastructure import DatabaseDep, HasherDep, LocalKeysDep, LockoutDep, SettingsDep
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -88,9 +88,7 @@ async def me(user: CurrentUser) -> Response:
         ),
     },
 )
-async def update_me(
-    body: ProfileBody, user: CurrentUser, session: SessionDep, request: Request
-) -> Response:
+async def update_me(body: ProfileBody, user: CurrentUser, session: SessionDep) -> Response:
     """Change the display name and the time zone (JSON merge patch: a field left out is kept).
 
     `name`: trimmed, up to 100 characters; `null` or blank clears it. A Better Auth user's name
@@ -126,7 +124,13 @@ async def update_me(
     },
 )
 async def delete_me(
-    user: CurrentUser, session: SessionDep, request: Request, body: DeletionBody = None
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    hasher: HasherDep,
+    lockout: LockoutDep,
+    body: DeletionBody = None,
 ) -> Response:
     """Delete the account for good: the user, every task (the trash too), every session and
     reset link, in one transaction. Every token of the user stops working at once, in every
@@ -135,16 +139,15 @@ async def delete_me(
     Local accounts confirm with `{"password": …}` (400 `wrong_password` otherwise; wrong ones
     count against `LOGIN_LOCKOUT`); Better Auth users send no body, and a later sign-in through
     Better Auth starts a new, empty account here."""
-    runtime = runtime_of(request)
     await accounts.delete_account(
-        runtime.db,
+        database,
         session,
-        runtime.hasher,
-        runtime.lockout,
+        hasher,
+        lockout,
         user,
         password=None if body is None else body.password,
     )
-    return forget_refresh_cookie(request, Response(status_code=204))
+    return forget_refresh_cookie(settings, Response(status_code=204))
 
 
 @router.get(
@@ -156,6 +159,6 @@ async def delete_me(
         200, description="Our public keys (JWKS, RFC 7517).", example=JWKS_EXAMPLE
     ),
 )
-async def jwks(request: Request) -> dict[str, Any]:
+async def jwks(keys: LocalKeysDep) -> dict[str, Any]:
     """The public keys (JWKS) that verify the access tokens this service issues."""
-    return runtime_of(request).local_keys.public_jwks()
+    return keys.public_jwks()

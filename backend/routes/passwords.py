@@ -15,7 +15,16 @@ from backend.dependencies import (
     client_ip_of,
     limit_password_resets_of,
 )
-from backend.infrastructure import runtime_of
+from backend.infrastructure import (
+    AccessTokensDep,
+    BackgroundDep,
+    DatabaseDep,
+    HasherDep,
+    LockoutDep,
+    MailerDep,
+    SessionPolicyDep,
+    SettingsDep,
+)
 from backend.models import utcnow
 from backend.openapi import (
     BEARER_ERRORS,
@@ -97,7 +106,14 @@ ResetBody = Annotated[
         ),
     },
 )
-async def forgot_password(body: ForgotBody, request: Request) -> Response:
+async def forgot_password(
+    body: ForgotBody,
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    mailer: MailerDep,
+    background: BackgroundDep,
+) -> Response:
     """Mail a single-use link to reset the password of the local account with this email.
 
     Always 202 with no body, at once, whether or not an account has the email: the lookup and
@@ -105,7 +121,6 @@ async def forgot_password(body: ForgotBody, request: Request) -> Response:
     for 30 minutes, and only until a newer one is sent; the email says when and from which IP
     and browser the request came. Limited per client IP and per email
     (`PASSWORD_RESET_RATE_LIMIT`, each)."""
-    runtime = runtime_of(request)
     await limit_password_resets_of(request, body.email)
     reset = ResetRequest(
         email=body.email,
@@ -113,9 +128,9 @@ async def forgot_password(body: ForgotBody, request: Request) -> Response:
         user_agent=request.headers.get("user-agent"),
         requested_at=utcnow(),
     )
-    runtime.background.run(
+    background.run(
         password_resets.request_reset(
-            runtime.db, runtime.mailer, reset, link_template=runtime.settings.reset_link_template
+            database, mailer, reset, link_template=settings.reset_link_template
         ),
         name="password-reset-email",
     )
@@ -150,7 +165,17 @@ async def forgot_password(body: ForgotBody, request: Request) -> Response:
         ),
     },
 )
-async def reset_password(body: ResetBody, session: SessionDep, request: Request) -> Response:
+async def reset_password(
+    body: ResetBody,
+    session: SessionDep,
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    hasher: HasherDep,
+    lockout: LockoutDep,
+    access_tokens: AccessTokensDep,
+    policy: SessionPolicyDep,
+) -> Response:
     """Set a new password with the token of a reset link, and sign in.
 
     The token works once: every earlier token of the user, access and refresh, stops working,
@@ -158,23 +183,22 @@ async def reset_password(body: ResetBody, session: SessionDep, request: Request)
     lifted. An unknown, used, expired (30 minutes) or replaced token is 400
     `invalid_reset_token`; a very common new password is 400 `weak_password` (the token then
     still works)."""
-    runtime = runtime_of(request)
 
     async def limit(email: str) -> None:
         await limit_password_resets_of(request, email)
 
     auth = await password_resets.reset_password(
-        runtime.db,
+        database,
         session,
-        runtime.hasher,
-        runtime.lockout,
-        runtime.access_tokens,
+        hasher,
+        lockout,
+        access_tokens,
         raw_token=body.token,
         new_password=body.new_password,
-        policy=runtime.session_policy,
+        policy=policy,
         limit_per_account=limit,
     )
-    return session_response(request, auth)
+    return session_response(settings, auth)
 
 
 @local_accounts.post(
@@ -210,7 +234,15 @@ async def reset_password(body: ResetBody, session: SessionDep, request: Request)
     },
 )
 async def change_password(
-    body: PasswordBody, user: CurrentUser, session: SessionDep, request: Request
+    body: PasswordBody,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    hasher: HasherDep,
+    lockout: LockoutDep,
+    access_tokens: AccessTokensDep,
+    policy: SessionPolicyDep,
 ) -> Response:
     """Change the password and answer with fresh tokens. Every token issued before the change,
     access and refresh, the caller's own included, stops working.
@@ -218,16 +250,15 @@ async def change_password(
     Changes are limited per user (`PASSWORD_CHANGE_RATE_LIMIT`), and a wrong current password
     counts as a failed login of the account (`LOGIN_LOCKOUT`): past that, even the right one is
     429 until the window has passed."""
-    runtime = runtime_of(request)
     auth = await sessions.change_password(
-        runtime.db,
+        database,
         session,
-        runtime.hasher,
-        runtime.lockout,
-        runtime.access_tokens,
+        hasher,
+        lockout,
+        access_tokens,
         user,
         current_password=body.current_password,
         new_password=body.new_password,
-        policy=runtime.session_policy,
+        policy=policy,
     )
-    return session_response(request, auth)
+    return session_response(settings, auth)

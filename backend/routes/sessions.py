@@ -8,9 +8,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 
+from backend.config import Settings
 from backend.dependencies import CurrentUser, LoginLimit, RefreshLimit, SessionDep, SignupLimit
 from backend.errors import ValidationFailed
-from backend.infrastructure import runtime_of
+from backend.infrastructure import (
+    AccessTokensDep,
+    DatabaseDep,
+    HasherDep,
+    LockoutDep,
+    SessionPolicyDep,
+    SettingsDep,
+)
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -95,10 +103,9 @@ REFRESH_COOKIE = "todo_refresh"
 REFRESH_COOKIE_PATH = "/api/auth"
 
 
-def session_response(request: Request, auth: AuthResponse, *, status_code: int = 200) -> Response:
+def session_response(settings: Settings, auth: AuthResponse, *, status_code: int = 200) -> Response:
     """The tokens, with the refresh token in the body, or in an HttpOnly cookie when the service
     is configured so (REFRESH_TOKEN_COOKIE)."""
-    settings = runtime_of(request).settings
     if not settings.refresh_token_cookie:
         return json_response(auth, status_code=status_code)
     response = json_response(
@@ -116,9 +123,9 @@ def session_response(request: Request, auth: AuthResponse, *, status_code: int =
     return response
 
 
-def _presented_refresh_token(request: Request, body: RefreshRequest) -> str:
+def _presented_refresh_token(request: Request, settings: Settings, body: RefreshRequest) -> str:
     token = body.refresh_token
-    if token is None and runtime_of(request).settings.refresh_token_cookie:
+    if token is None and settings.refresh_token_cookie:
         token = request.cookies.get(REFRESH_COOKIE)
     if not token:
         raise ValidationFailed(
@@ -127,8 +134,8 @@ def _presented_refresh_token(request: Request, body: RefreshRequest) -> str:
     return token
 
 
-def forget_refresh_cookie(request: Request, response: Response) -> Response:
-    if runtime_of(request).settings.refresh_token_cookie:
+def forget_refresh_cookie(settings: Settings, response: Response) -> Response:
+    if settings.refresh_token_cookie:
         response.delete_cookie(REFRESH_COOKIE, path=REFRESH_COOKIE_PATH, secure=True, httponly=True)
     return response
 
@@ -157,21 +164,25 @@ def forget_refresh_cookie(request: Request, response: Response) -> Response:
         ),
     },
 )
-async def signup(body: SignupBody, session: SessionDep, request: Request) -> Response:
+async def signup(
+    body: SignupBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    access_tokens: AccessTokensDep,
+    policy: SessionPolicyDep,
+) -> Response:
     """Create a local account and sign it in.
 
     The email is trimmed and lower-cased; an email that is already registered (in any case) is
     409 `email_taken`. The password has 8 to 128 characters (any Unicode, never truncated); a
     very common password is 400 `weak_password`.
     """
-    runtime = runtime_of(request)
     account = await users.signup(
-        session, runtime.hasher, email=body.email, password=body.password, name=body.name
+        session, hasher, email=body.email, password=body.password, name=body.name
     )
-    auth = await sessions.start_session(
-        session, runtime.access_tokens, account, policy=runtime.session_policy
-    )
-    return session_response(request, auth, status_code=201)
+    auth = await sessions.start_session(session, access_tokens, account, policy=policy)
+    return session_response(settings, auth, status_code=201)
 
 
 @local_accounts.post(
@@ -196,25 +207,29 @@ async def signup(body: SignupBody, session: SessionDep, request: Request) -> Res
         ),
     },
 )
-async def login(body: LoginBody, session: SessionDep, request: Request) -> Response:
+async def login(
+    body: LoginBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    hasher: HasherDep,
+    lockout: LockoutDep,
+    access_tokens: AccessTokensDep,
+    policy: SessionPolicyDep,
+) -> Response:
     """Exchange an email and password for an access token and a refresh token.
 
     An unknown email and a wrong password get the same answer, in the same time. Attempts are
     limited per client IP (`LOGIN_RATE_LIMIT`), and failures per account (`LOGIN_LOCKOUT`): past
     that, the account answers 429 even to the right password until the window has passed.
     """
-    runtime = runtime_of(request)
     account, password_hash = await users.authenticate(
-        runtime.db, runtime.hasher, runtime.lockout, email=body.email, password=body.password
+        database, hasher, lockout, email=body.email, password=body.password
     )
     auth = await sessions.start_session(
-        session,
-        runtime.access_tokens,
-        account,
-        policy=runtime.session_policy,
-        password_hash=password_hash,
+        session, access_tokens, account, policy=policy, password_hash=password_hash
     )
-    return session_response(request, auth)
+    return session_response(settings, auth)
 
 
 @local_accounts.post(
@@ -244,21 +259,27 @@ async def login(body: LoginBody, session: SessionDep, request: Request) -> Respo
         ),
     },
 )
-async def refresh(body: RefreshBody, session: SessionDep, request: Request) -> Response:
+async def refresh(
+    body: RefreshBody,
+    session: SessionDep,
+    request: Request,
+    settings: SettingsDep,
+    access_tokens: AccessTokensDep,
+    policy: SessionPolicyDep,
+) -> Response:
     """Trade a refresh token for a new access token and a **new** refresh token.
 
     Each refresh token works once. Presenting one again ends its whole session (every refresh
     token that descends from the same login) and answers 401 `refresh_token_reused`. Refreshes
     are limited per client IP (`REFRESH_RATE_LIMIT`).
     """
-    runtime = runtime_of(request)
     auth = await sessions.refresh(
         session,
-        runtime.access_tokens,
-        _presented_refresh_token(request, body),
-        policy=runtime.session_policy,
+        access_tokens,
+        _presented_refresh_token(request, settings, body),
+        policy=policy,
     )
-    return session_response(request, auth)
+    return session_response(settings, auth)
 
 
 @local_accounts.post(
@@ -280,10 +301,12 @@ async def refresh(body: RefreshBody, session: SessionDep, request: Request) -> R
         ),
     },
 )
-async def logout(body: RefreshBody, session: SessionDep, request: Request) -> Response:
+async def logout(
+    body: RefreshBody, session: SessionDep, request: Request, settings: SettingsDep
+) -> Response:
     """End the session this refresh token belongs to. 204 also when it had already ended."""
-    await sessions.logout(session, _presented_refresh_token(request, body))
-    return forget_refresh_cookie(request, Response(status_code=204))
+    await sessions.logout(session, _presented_refresh_token(request, settings, body))
+    return forget_refresh_cookie(settings, Response(status_code=204))
 
 
 @router.post(
@@ -297,8 +320,8 @@ async def logout(body: RefreshBody, session: SessionDep, request: Request) -> Re
         **problem_responses(*BEARER_ERRORS),
     },
 )
-async def logout_all(user: CurrentUser, session: SessionDep, request: Request) -> Response:
+async def logout_all(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Response:
     """End every session of the current user: every refresh token, and every access token issued
     until now (this one included), in every worker at once. Logging in again works at once."""
     await sessions.end_all_sessions(session, user.id)
-    return forget_refresh_cookie(request, Response(status_code=204))
+    return forget_refresh_cookie(settings, Response(status_code=204))
