@@ -124,7 +124,7 @@ async def forgot_password(
     await limit_password_resets_of(request, body.email)
     reset = ResetRequest(
         email=body.email,
-        client_ip=client_ip_of(request),
+        client_ip=await client_ip_of(request),
         user_agent=request.headers.get("user-agent"),
         requested_at=utcnow(),
     )
