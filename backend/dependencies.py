@@ -56,14 +56,14 @@ def request_context(request: Request) -> RequestContext:
     return context
 
 
-def request_unit(request: Request) -> UnitOfWork:
+async def request_unit(request: Request) -> UnitOfWork:
     return request_context(request).unit
 
 
 UnitDep = Annotated[UnitOfWork, Depends(request_unit)]
 
 
-def request_session(request: Request) -> AsyncSession:
+async def request_session(request: Request) -> AsyncSession:
     return request_context(request).unit.session()
 
 
@@ -76,7 +76,8 @@ async def authenticate(request: Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise MissingToken()
-    return await provided(request, get_verifier).verify(token)
+    verifier = await provided(request, get_verifier)
+    return await verifier.verify(token)
 
 
 async def get_current_user(
@@ -91,7 +92,8 @@ async def get_current_user(
     if context.account is None:
         if context.principal is None:
             context.principal = await authenticate(request)
-        async with provided(request, get_database).unit(write=False) as own:
+        database = await provided(request, get_database)
+        async with database.unit(write=False) as own:
             context.account = await users.account_for_token(own, context.principal)
     return context.account
 
@@ -103,10 +105,10 @@ CurrentUser = Annotated[Account, Depends(get_current_user)]
 OwnerId = Annotated[str, Path(alias="user_id", description="Your own user id (the token's `sub`).")]
 
 
-def client_ip_of(request: Request) -> str:
+async def client_ip_of(request: Request) -> str:
     client = request.scope.get("client")
     return client_ip(
-        client[0] if client else None, request.headers, provided(request, get_trusted_proxies)
+        client[0] if client else None, request.headers, await provided(request, get_trusted_proxies)
     )
 
 
@@ -119,44 +121,48 @@ async def limit(limiter: RateLimiter, item: RateLimitItem, *key: str, what: str)
 
 
 async def _enforce(request: Request, item: RateLimitItem, *key: str, what: str) -> None:
-    headers = await limit(provided(request, get_limiter), item, *key, what=what)
+    headers = await limit(await provided(request, get_limiter), item, *key, what=what)
     request_context(request).response_headers.update(headers)
 
 
 async def limit_signups(request: Request) -> None:
-    limiter = provided(request, get_limiter)
-    await _enforce(request, limiter.signup, "signup", client_ip_of(request), what="signups")
+    limiter = await provided(request, get_limiter)
+    await _enforce(request, limiter.signup, "signup", await client_ip_of(request), what="signups")
 
 
 async def limit_logins(request: Request) -> None:
-    limiter = provided(request, get_limiter)
-    await _enforce(request, limiter.login, "login", client_ip_of(request), what="login attempts")
+    limiter = await provided(request, get_limiter)
+    await _enforce(
+        request, limiter.login, "login", await client_ip_of(request), what="login attempts"
+    )
 
 
 async def limit_refreshes(request: Request) -> None:
-    limiter = provided(request, get_limiter)
-    await _enforce(request, limiter.refresh, "refresh", client_ip_of(request), what="refreshes")
+    limiter = await provided(request, get_limiter)
+    await _enforce(
+        request, limiter.refresh, "refresh", await client_ip_of(request), what="refreshes"
+    )
 
 
 async def limit_password_changes(request: Request, user: CurrentUser) -> None:
-    limiter = provided(request, get_limiter)
+    limiter = await provided(request, get_limiter)
     await _enforce(request, limiter.password_change, "password", user.id, what="password changes")
 
 
 async def limit_password_resets(request: Request) -> None:
-    limiter = provided(request, get_limiter)
+    limiter = await provided(request, get_limiter)
     await _enforce(
         request,
         limiter.password_reset,
         f"password-reset-{request.url.path.rsplit('/', 1)[-1]}",
-        client_ip_of(request),
+        await client_ip_of(request),
         what="password reset requests",
     )
 
 
 async def limit_password_resets_of(request: Request, email: str) -> None:
     """Count a password reset request (or a reset) against the account's email."""
-    limiter = provided(request, get_limiter)
+    limiter = await provided(request, get_limiter)
     await _enforce(
         request,
         limiter.password_reset,

@@ -2,12 +2,14 @@
 types (`settings: SettingsDep`), each taken from the `Runtime` the lifespan built.
 
 Routes and the request pipeline (`backend/routing.py`) get every object here through these
-functions, so a test can swap one with `app.dependency_overrides[get_limiter] = ...` without
-rebuilding the app. `provided(request, get_x)` is how the pipeline itself, which runs before
-FastAPI solves a route's dependencies, honours those overrides.
+functions (`async def`: FastAPI runs a plain `def` dependency in a worker thread), so a test can
+swap one with `app.dependency_overrides[get_limiter] = ...` without rebuilding the app.
+`provided(request, get_x)` is how the pipeline itself, which runs before FastAPI solves a
+route's dependencies, honours those overrides.
 """
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -28,59 +30,61 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-def provided[T](request: Request, dependency: Callable[[Request], T]) -> T:
-    """`dependency(request)`, or what `app.dependency_overrides` puts in its place."""
+async def provided[T](request: Request, dependency: Callable[[Request], Awaitable[T]]) -> T:
+    """`dependency(request)`, or what `app.dependency_overrides` puts in its place (a function
+    of no arguments, plain or async)."""
     override = request.app.dependency_overrides.get(dependency)
     if override is None:
-        return dependency(request)
-    return cast(T, override())
+        return await dependency(request)
+    value = override()
+    return cast(T, await value if inspect.isawaitable(value) else value)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return runtime_of(request).settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return runtime_of(request).db
 
 
-def get_hasher(request: Request) -> PasswordHasher:
+async def get_hasher(request: Request) -> PasswordHasher:
     return runtime_of(request).hasher
 
 
-def get_access_tokens(request: Request) -> AccessTokenIssuer:
+async def get_access_tokens(request: Request) -> AccessTokenIssuer:
     return runtime_of(request).access_tokens
 
 
-def get_verifier(request: Request) -> TokenVerifier:
+async def get_verifier(request: Request) -> TokenVerifier:
     return runtime_of(request).verifier
 
 
-def get_local_keys(request: Request) -> LocalKeys:
+async def get_local_keys(request: Request) -> LocalKeys:
     return runtime_of(request).local_keys
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     return runtime_of(request).limiter
 
 
-def get_lockout(request: Request) -> LoginLockout:
+async def get_lockout(request: Request) -> LoginLockout:
     return runtime_of(request).lockout
 
 
-def get_trusted_proxies(request: Request) -> tuple[IPNetwork, ...]:
+async def get_trusted_proxies(request: Request) -> tuple[IPNetwork, ...]:
     return runtime_of(request).trusted_proxies
 
 
-def get_session_policy(request: Request) -> SessionPolicy:
+async def get_session_policy(request: Request) -> SessionPolicy:
     return runtime_of(request).session_policy
 
 
-def get_mailer(request: Request) -> Mailer:
+async def get_mailer(request: Request) -> Mailer:
     return runtime_of(request).mailer
 
 
-def get_background(request: Request) -> Background:
+async def get_background(request: Request) -> Background:
     return runtime_of(request).background
 
 

@@ -17,7 +17,7 @@ from backend.middleware import (
     RequestContextMiddleware,
 )
 from backend.openapi import install_docs, install_openapi
-from backend.routes import auth, export, health, tasks
+from backend.routes import export, health, me, passwords, sessions, tasks
 from backend.runtime import Runtime
 
 DESCRIPTION = """\
@@ -91,8 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(export.router)
     if settings.local_accounts:
-        app.include_router(auth.local_accounts)
-    app.include_router(auth.router)
+        app.include_router(sessions.local_accounts)
+        app.include_router(passwords.local_accounts)
+    app.include_router(sessions.router)
+    app.include_router(me.router)
     app.include_router(health.router)
     install_openapi(app, settings)
     install_docs(app)

@@ -76,7 +76,7 @@ class ApiRoute(APIRoute):
                 if request.path_params["user_id"] != principal.subject:
                     raise Forbidden()
                 if write:
-                    limiter = provided(request, get_limiter)
+                    limiter = await provided(request, get_limiter)
                     headers = await limit(
                         limiter,
                         limiter.task_write,
@@ -84,7 +84,7 @@ class ApiRoute(APIRoute):
                         principal.subject,
                         what="task changes",
                     )
-            database = provided(request, get_database)
+            database = await provided(request, get_database)
 
             async def attempt() -> Response:
                 async with database.unit(write=write) as unit:

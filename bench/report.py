@@ -3,7 +3,9 @@ issue's acceptance checks; as Markdown and as JSON."""
 
 import os
 import platform
+import statistics
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -118,6 +120,175 @@ class Configuration:
         return flooded.requests_per_second / alone.requests_per_second
 
 
+def database_title(database: str) -> str:
+    return "PostgreSQL" if database == "postgresql" else "SQLite"
+
+
+def _median(results: list[WrkResult], value: Callable[[WrkResult], float | None]) -> float | None:
+    values = [v for v in (value(result) for result in results) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _figure(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class SideSummary:
+    """One side's rounds of one route, summed up: the median of each figure over the rounds
+    (each figure on its own), and the errors of all rounds together."""
+
+    rounds: list[WrkResult]
+
+    @property
+    def requests_per_second(self) -> float:
+        value = _median(self.rounds, lambda result: result.requests_per_second)
+        assert value is not None
+        return value
+
+    def ms(self, percentile: str) -> float:
+        value = _median(self.rounds, lambda result: result.ms(percentile))
+        assert value is not None
+        return value
+
+    @property
+    def errors(self) -> int:
+        return sum(result.errors for result in self.rounds)
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        """App + database CPU per request (the database's when measured), median."""
+        return _median(self.rounds, total_cpu_ms)
+
+    @property
+    def spread(self) -> float | None:
+        """(fastest - slowest round) / median, in requests/s: the noise between the rounds
+        (None with one round)."""
+        rates = [result.requests_per_second for result in self.rounds]
+        median = statistics.median(rates)
+        if len(rates) < 2 or not median:
+            return None
+        return (max(rates) - min(rates)) / median
+
+    def as_json(self) -> dict[str, Any]:
+        cpu, spread = self.cpu_ms_per_request, self.spread
+        return {
+            "requests_per_second": round(self.requests_per_second, 1),
+            "p50_ms": round(self.ms("p50"), 2),
+            "p99_ms": round(self.ms("p99"), 2),
+            "errors": self.errors,
+            "cpu_ms_per_request": None if cpu is None else round(cpu, 3),
+            "spread": None if spread is None else round(spread, 3),
+            "rounds": [result.as_json() for result in self.rounds],
+        }
+
+
+@dataclass(slots=True)
+class Comparison:
+    """Two backends ("before": an older revision, "after": the working tree) on one database
+    with one worker count, each route measured on each in turn, round after round."""
+
+    database: str
+    workers: int
+    before: str  # the revisions served
+    after: str
+    rounds: int  # each side's runs of each route
+    # route -> side ("before" or "after") -> one result per round, in the order measured
+    results: dict[str, dict[str, list[WrkResult]]] = field(default_factory=dict)
+    answers_match: bool | None = None  # list and get answered identically by both sides
+
+    @property
+    def key(self) -> str:
+        return f"compare-{self.database}-{self.workers}"
+
+    @property
+    def title(self) -> str:
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        return (
+            f"{database_title(self.database)}, {workers}: after ({self.after}) against "
+            f"before ({self.before})"
+        )
+
+    def add(self, route: str, side: str, result: WrkResult) -> None:
+        self.results.setdefault(route, {"before": [], "after": []})[side].append(result)
+
+    def summaries(self, route: str) -> tuple[SideSummary, SideSummary] | None:
+        sides = self.results.get(route, {})
+        before, after = sides.get("before"), sides.get("after")
+        if not before or not after:
+            return None
+        return SideSummary(before), SideSummary(after)
+
+    def as_json(self) -> dict[str, Any]:
+        routes: dict[str, Any] = {}
+        for route in self.results:
+            pair = self.summaries(route)
+            if pair is None:
+                continue
+            before, after = pair
+            ratio = _ratio(after.requests_per_second, before.requests_per_second)
+            cpu_ratio = _ratio(after.cpu_ms_per_request, before.cpu_ms_per_request)
+            routes[route] = {
+                "before": before.as_json(),
+                "after": after.as_json(),
+                "ratio_after_before_percent": None if ratio is None else round(ratio * 100, 1),
+                "cpu_ratio_after_before_percent": None
+                if cpu_ratio is None
+                else round(cpu_ratio * 100, 1),
+            }
+        return {
+            "key": self.key,
+            "database": self.database,
+            "workers": self.workers,
+            "before": self.before,
+            "after": self.after,
+            "rounds": self.rounds,
+            "answers_match": self.answers_match,
+            "routes": routes,
+        }
+
+    def markdown(self) -> list[str]:
+        rounds = f"{self.rounds} round{'s' if self.rounds > 1 else ''}"
+        lines = [
+            f"**{self.title}**, median of {rounds} per side",
+            "",
+            "| route | before req/s | after req/s | after/before | p50 ms before | p50 ms after "
+            "| p99 ms before | p99 ms after | errors before / after | CPU ms/req before "
+            "| CPU ms/req after | CPU after/before | round spread |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for route in self.results:
+            pair = self.summaries(route)
+            if pair is None:
+                continue
+            before, after = pair
+            ratio = _ratio(after.requests_per_second, before.requests_per_second)
+            cpu_ratio = _ratio(after.cpu_ms_per_request, before.cpu_ms_per_request)
+            spreads = [s for s in (before.spread, after.spread) if s is not None]
+            spread = max(spreads) if spreads else None
+            lines.append(
+                f"| {route} | {before.requests_per_second:,.0f} | "
+                f"{after.requests_per_second:,.0f} | {_figure(ratio, '.1%')} | "
+                f"{before.ms('p50'):.1f} | {after.ms('p50'):.1f} | {before.ms('p99'):.1f} | "
+                f"{after.ms('p99'):.1f} | {before.errors} / {after.errors} | "
+                f"{_figure(before.cpu_ms_per_request, '.2f')} | "
+                f"{_figure(after.cpu_ms_per_request, '.2f')} | {_figure(cpu_ratio, '.1%')} | "
+                f"{_figure(spread, '.0%')} |"
+            )
+        lines.append("")
+        if self.answers_match is True:
+            lines += ["Both sides answer list and get identically.", ""]
+        elif self.answers_match is False:
+            lines += ["**The two sides answer list or get differently** (see the run's log).", ""]
+        return lines
+
+
 @dataclass(slots=True)
 class Report:
     command: str
@@ -126,6 +297,7 @@ class Report:
     machine: dict[str, Any]
     settings: dict[str, Any]
     configurations: list[Configuration] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)  # --compare
     finished_at: datetime | None = None
 
     def floor_of(self, configuration: Configuration) -> Configuration | None:
@@ -264,10 +436,17 @@ class Report:
             "machine": self.machine,
             "settings": self.settings,
             "configurations": configurations,
+            **(
+                {"comparisons": [comparison.as_json() for comparison in self.comparisons]}
+                if self.comparisons
+                else {}
+            ),
             "acceptance": [
                 {"criterion": name, "passed": passed, "figures": figures}
                 for name, passed, figures in self.acceptance()
-            ],
+            ]
+            if self.configurations
+            else [],
         }
 
     def markdown(self) -> str:
@@ -288,18 +467,39 @@ class Report:
             f"warm-up, on 127.0.0.1; data: {settings['users']} users, {settings['tasks']} tasks; "
             f"login flood: {settings['flood_connections']} + {settings['flood_connections']} "
             "connections",
-            "- Each ratio to the floor compares two runs of the same route seconds apart (the "
-            "floor first, on its own copy of the same data); every configuration starts from "
-            "freshly seeded data. CPU ms/req: CPU time of the server's processes (app) and of "
-            "its PostgreSQL backends (DB) over the requests served; the CPU ratio is the floor's "
-            "app + DB CPU per request over ours, a figure that other load on the machine hardly "
-            "moves; writes/req: the app's write system calls per request (one per round trip to "
-            "PostgreSQL, one per HTTP answer, one per log line)",
-            "",
         ]
+        if self.configurations:
+            lines += [
+                "- Each ratio to the floor compares two runs of the same route seconds apart "
+                "(the floor first, on its own copy of the same data); every configuration starts "
+                "from freshly seeded data. CPU ms/req: CPU time of the server's processes (app) "
+                "and of its PostgreSQL backends (DB) over the requests served; the CPU ratio is "
+                "the floor's app + DB CPU per request over ours, a figure that other load on the "
+                "machine hardly moves; writes/req: the app's write system calls per request (one "
+                "per round trip to PostgreSQL, one per HTTP answer, one per log line)",
+            ]
+        if self.comparisons:
+            lines += [
+                "- Comparison: each route runs on the older revision's backend (before), then on "
+                "the working tree's (after), and again, round after round; each run on a server "
+                "started for it alone (the other one stopped) with the same settings, on a fresh "
+                "copy of the same seeded data. A figure is the median over a side's rounds; "
+                "errors are summed over them. after/before: the after side's requests/s over the "
+                "before side's (above 100%: faster). CPU ms/req: CPU time of the server's "
+                "processes and of its PostgreSQL backends over the requests served; CPU "
+                "after/before below 100% means the after side needs less CPU per request, a "
+                "figure other load on the machine hardly moves. Round spread: (fastest - slowest "
+                "round) / median requests/s, the larger of the two sides; a ratio within it is "
+                "noise",
+            ]
+        lines.append("")
         for configuration in self.configurations:
             lines += self._table(configuration)
+        for comparison in self.comparisons:
+            lines += comparison.markdown()
         lines += self._flood_table()
+        if not self.configurations:
+            return "\n".join(lines)
         lines += [
             "**Acceptance (issue 8)**",
             "",

@@ -15,6 +15,13 @@ per request) as a ratio to the floor's. A login flood (login on 32 connections n
 Each configuration starts from the same freshly seeded data. The report (a Markdown table per
 configuration and the acceptance checks of the issue) is printed and written, with the JSON,
 to bench/out/. Server processes are always stopped at the end, also on Ctrl-C or an error.
+
+    .venv/bin/python bench/run.py --compare HEAD~1 --only pg --workers 2 --routes list,get
+
+compares two backends in one run instead: REV's backend/ ("before") and the working tree's
+("after"), on the same seeded data with the same settings, each route on one, then on the
+other, for --rounds rounds; one server at a time, started for each run on a fresh copy of the
+data. The report gives each side's median figures and the ratio after/before. No floor.
 """
 
 import argparse
@@ -51,7 +58,14 @@ from loadgen import (
     run_load,
     wrk_version,
 )
-from report import FLOOR_ROUTES, Configuration, Report, describe_machine, git_revision
+from report import (
+    FLOOR_ROUTES,
+    Comparison,
+    Configuration,
+    Report,
+    describe_machine,
+    git_revision,
+)
 from seed import (
     TOKEN_LIFETIME_SECONDS,
     Dataset,
@@ -86,6 +100,7 @@ UNLIMITED = {
 }
 # The read routes run first, then the flood (on unchanged data), then the writes.
 READ_ROUTES = ("list", "list_filtered")
+FLOOD = "flood"  # --compare: the login flood's place among the routes
 
 
 def log(message: str) -> None:
@@ -159,10 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, help="the JSON report (default bench/out/<time>.json)"
     )
-    parser.add_argument(
+    revisions = parser.add_mutually_exclusive_group()
+    revisions.add_argument(
         "--revision",
         help="serve this commit's backend/ (exported with git archive) instead of the working "
         "tree, e.g. HEAD or a commit from before an optimisation",
+    )
+    revisions.add_argument(
+        "--compare",
+        metavar="REV",
+        help="serve REV's backend/ (before) and the working tree's (after) in turn, route by "
+        "route, and report after/before (no floor)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="with --compare: runs of each route on each side, alternated (default 2); the "
+        "report gives the median",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs) and the databases"
@@ -184,6 +212,7 @@ class Plan:
     sqlite: bool
     floor: bool
     flood: bool
+    rounds: int  # --compare: runs of each route on each side
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Plan":
@@ -198,8 +227,9 @@ class Plan:
             workers=args.workers or ([1] if args.quick else [1, 2]),
             postgres=args.only in (None, "pg"),
             sqlite=args.only in (None, "sqlite"),
-            floor=not args.no_floor,
+            floor=not args.no_floor and not args.compare,
             flood=not args.no_flood and "list" in args.routes,
+            rounds=args.rounds or 2,
         )
 
 
@@ -258,6 +288,13 @@ class Workbench:
     def export_revision(self, revision: str) -> str:
         """Export `revision`'s backend/ into the work directory, to be served from there; its
         short commit id."""
+        commit, root = self.export_backend(revision)
+        self.app_root = root
+        return commit
+
+    def export_backend(self, revision: str) -> tuple[str, Path]:
+        """Export `revision`'s backend/ into the work directory: its short commit id, and the
+        directory that holds the exported backend/ (to put on a server's PYTHONPATH)."""
         commit = subprocess.run(
             ["git", "rev-parse", "--short", f"{revision}^{{commit}}"],
             cwd=ROOT,
@@ -275,8 +312,26 @@ class Workbench:
         ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(root, filter="data")
-        self.app_root = root
-        return commit
+        self.check_backend(root)
+        return commit, root
+
+    def check_backend(self, app_root: Path) -> None:
+        """Make sure that a server given `app_root` imports its backend package from there,
+        not from the editable install (which maps `backend` to some checkout's backend/)."""
+        found = subprocess.run(
+            [sys.executable, "-c", "import backend; print(backend.__file__)"],
+            env=self._env("sqlite://", app_root),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        expected = app_root / "backend" / "__init__.py"
+        if Path(found).resolve() != expected.resolve():
+            raise SystemExit(
+                f"bench: a server given {app_root} would import backend from {found}, "
+                f"not {expected}"
+            )
 
     def todo_api(self) -> str:
         path = Path(sys.executable).parent / "todo-api"
@@ -300,13 +355,16 @@ class Workbench:
         )
         return dataset
 
-    def _env(self, database_url: str) -> dict[str, str]:
+    def _env(self, database_url: str, app_root: Path | None = None) -> dict[str, str]:
+        """The environment of a server (or `todo-api migrate`): it serves the backend/ in
+        `app_root`, by default the exported revision's, or else the installed package."""
         inherited = {
             name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TZ") if name in os.environ
         }
-        if self.app_root is not None:
+        app_root = app_root or self.app_root
+        if app_root is not None:
             # Ahead of the installed (editable) package on the import path.
-            inherited["PYTHONPATH"] = str(self.app_root)
+            inherited["PYTHONPATH"] = str(app_root)
         return {
             **inherited,
             "ENVIRONMENT": "development",
@@ -396,12 +454,14 @@ class Workbench:
         )
         return {pid: process_cpu_seconds(pid) for pid in pids or []}
 
-    def service(self, database_url: str, workers: int, name: str) -> Server:
+    def service(
+        self, database_url: str, workers: int, name: str, app_root: Path | None = None
+    ) -> Server:
         port = free_port()
         return Server(
             name,
             [self.todo_api(), "serve", "--port", str(port), "--workers", str(workers)],
-            env=self._env(database_url),
+            env=self._env(database_url, app_root),
             cwd=self.workdir,  # no .env of the developer's is read
             log_path=self._log_path(name),
             port=port,
@@ -433,12 +493,30 @@ class Workbench:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One backend of a comparison: "before" (an exported revision's backend/) or "after" (the
+    working tree's), served from the backend/ in `app_root`."""
+
+    name: str
+    revision: str
+    app_root: Path
+
+
 class Benchmark:
-    def __init__(self, plan: Plan, bench: Workbench, wrk: str, report: Report) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        bench: Workbench,
+        wrk: str,
+        report: Report,
+        sides: tuple[Side, Side] | None = None,
+    ) -> None:
         self.plan = plan
         self.bench = bench
         self.wrk = wrk
         self.report = report
+        self.sides = sides  # --compare: (before, after)
         self.floor_answers: dict[str, Any] | None = None
 
     def _load(self, route: str, connections: int, duration: float) -> Load:
@@ -505,12 +583,12 @@ class Benchmark:
                 f"service: {orjson.dumps(ours).decode()[:1500]}"
             )
 
-    def _record(self, configuration: Configuration, name: str, result: WrkResult) -> None:
+    def _record(self, key: str, name: str, result: WrkResult) -> None:
         statuses = ", ".join(
             f"{status}: {count}" for status, count in sorted(result.statuses.items())
         )
         log(
-            f"{configuration.key:<22} {name:<14} {result.requests_per_second:8,.0f} req/s  "
+            f"{key:<22} {name:<14} {result.requests_per_second:8,.0f} req/s  "
             f"p50 {result.ms('p50'):7.1f} ms  p99 {result.ms('p99'):7.1f} ms  "
             f"errors {result.errors}  ({statuses})"
         )
@@ -520,7 +598,7 @@ class Benchmark:
         result = self.measure(server, route)
         result.extra["load_average_1m"] = round(load_average, 2)
         configuration.results[route] = result
-        self._record(configuration, route, result)
+        self._record(configuration.key, route, result)
 
     def run_routes(
         self,
@@ -540,7 +618,17 @@ class Benchmark:
         connections = self.plan.flood_connections
         alone = self.measure(server, "list", connections)
         configuration.flood["list_alone"] = alone
-        self._record(configuration, "list alone", alone)
+        self._record(configuration.key, "list alone", alone)
+        listed, login = self.flooded(server)
+        configuration.flood["list"] = listed
+        configuration.flood["login"] = login
+        self._record(configuration.key, "list in flood", listed)
+        self._record(configuration.key, "login flood", login)
+
+    def flooded(self, server: Server) -> tuple[WrkResult, WrkResult]:
+        """list measured while login floods the same server, each on its own connections:
+        (list, login)."""
+        connections = self.plan.flood_connections
         data = self.bench.data_file
         flood = RunningLoad(
             self.wrk,
@@ -560,10 +648,7 @@ class Benchmark:
         finally:
             flood.kill()
         time.sleep(self.plan.pause_s + 1)  # let the hashing queue drain
-        configuration.flood["list"] = listed
-        configuration.flood["login"] = login
-        self._record(configuration, "list in flood", listed)
-        self._record(configuration, "login flood", login)
+        return listed, login
 
     def run_configuration(self, database: str, workers: int) -> None:
         """The service with this database and worker count; on PostgreSQL also the floor with
@@ -604,13 +689,83 @@ class Benchmark:
                 self.run_flood(server, service)
             self.run_routes(pair, floor_pair, writes)
 
+    # --- --compare ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def serve(self, side: Side, database: str, workers: int) -> Iterator[Server]:
+        """A server of `side`'s backend on a fresh copy of the seeded data; stopped (all its
+        processes gone) on leaving, so that it never runs next to the other side's."""
+        reset = self.bench.reset_postgres if database == "postgresql" else self.bench.reset_sqlite
+        url = reset()
+        name = f"{side.name}-{database}-{workers}"
+        with self.bench.service(url, workers, name, side.app_root) as server:
+            server.database = BENCH_DATABASE if database == "postgresql" else None
+            server.start()
+            yield server
+
+    def compare_answers(self, comparison: Comparison, answers: dict[str, Any]) -> None:
+        before, after = answers["before"], answers["after"]
+        comparison.answers_match = before == after
+        if comparison.answers_match:
+            log("before and after answer list and get identically")
+        else:
+            log(
+                "WARNING: before and after answer list or get differently:\n"
+                f"before: {orjson.dumps(before).decode()[:1500]}\n"
+                f"after:  {orjson.dumps(after).decode()[:1500]}"
+            )
+
+    def run_comparison(self, database: str, workers: int) -> None:
+        """Each route (and the login flood) on the before side, then on the after side, round
+        after round; each run on a server of its own, on fresh data."""
+        assert self.sides is not None
+        before, after = self.sides
+        comparison = Comparison(
+            database, workers, before=before.revision, after=after.revision, rounds=self.plan.rounds
+        )
+        self.report.comparisons.append(comparison)
+        reads = [route for route in self.plan.routes if route in READ_ROUTES]
+        writes = [route for route in self.plan.routes if route not in READ_ROUTES]
+        items = [*reads, *([FLOOD] if self.plan.flood else []), *writes]
+        answers: dict[str, Any] = {}
+        for item in items:
+            for round_number in range(1, self.plan.rounds + 1):
+                for side in self.sides:
+                    log(
+                        f"{item}, round {round_number} of {self.plan.rounds}: {side.name} "
+                        f"({side.revision}), {database}, {workers} worker(s)"
+                    )
+                    with self.serve(side, database, workers) as server:
+                        if side.name not in answers:
+                            answers[side.name] = self.sample(server)
+                            if len(answers) == 2:
+                                self.compare_answers(comparison, answers)
+                        key = f"{side.name}-{database}-{workers}"
+                        load_average = round(os.getloadavg()[0], 2)
+                        if item == FLOOD:
+                            if self.plan.warmup_s > 0:  # list alone warms the fresh server up
+                                warmup = self._load(
+                                    "list", self.plan.flood_connections, self.plan.warmup_s
+                                )
+                                run_load(self.wrk, warmup, server.base_url, self.bench.data_file)
+                                time.sleep(self.plan.pause_s)
+                            listed, login = self.flooded(server)
+                            results = {"list_in_flood": listed, "login_in_flood": login}
+                        else:
+                            results = {item: self.measure(server, item)}
+                    for route, result in results.items():
+                        result.extra["load_average_1m"] = load_average
+                        comparison.add(route, side.name, result)
+                        self._record(key, route, result)
+
     def run(self) -> None:
+        configure = self.run_configuration if self.sides is None else self.run_comparison
         if self.plan.postgres:
             for workers in self.plan.workers:
-                self.run_configuration("postgresql", workers)
+                configure("postgresql", workers)
         if self.plan.sqlite:
             for workers in self.plan.workers:
-                self.run_configuration("sqlite", workers)
+                configure("sqlite", workers)
 
 
 def _stop_on_sigterm() -> None:
@@ -645,7 +800,10 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rounds is not None and (not args.compare or args.rounds < 1):
+        parser.error("--rounds wants --compare and a count of 1 or more")
     plan = Plan.from_args(args)
     try:
         wrk = find_wrk()
@@ -667,6 +825,18 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.CalledProcessError as exc:
                 print(f"bench: cannot export {args.revision!r}: {exc.stderr}", file=sys.stderr)
                 return 2
+        sides: tuple[Side, Side] | None = None
+        if args.compare:
+            try:
+                before, before_root = bench.export_backend(args.compare)
+            except subprocess.CalledProcessError as exc:
+                print(f"bench: cannot export {args.compare!r}: {exc.stderr}", file=sys.stderr)
+                return 2
+            # The after side gets this checkout's backend/ on its path too: the working tree's
+            # whichever checkout the virtualenv's editable install points to.
+            bench.check_backend(ROOT)
+            sides = (Side("before", before, before_root), Side("after", revision, ROOT))
+            revision = f"{revision} against {before}"
         postgres_version = None
         if plan.postgres:
             try:
@@ -696,6 +866,17 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": plan.workers,
                 "routes": plan.routes,
                 "service_env": bench.service_overrides,
+                **(
+                    {
+                        "compare": {
+                            "before": sides[0].revision,
+                            "after": sides[1].revision,
+                            "rounds": plan.rounds,
+                        }
+                    }
+                    if sides
+                    else {}
+                ),
             },
         )
         busy = os.getloadavg()[0]
@@ -710,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.prepare_postgres()
             if plan.sqlite:
                 bench.prepare_sqlite()
-            Benchmark(plan, bench, wrk, report).run()
+            Benchmark(plan, bench, wrk, report, sides).run()
         except (ServerFailed, WrkFailed, subprocess.CalledProcessError) as exc:
             print(f"bench: {exc}", file=sys.stderr)
             logs = output.with_name(output.stem + "-logs")

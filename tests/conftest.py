@@ -34,7 +34,7 @@ from backend.database_url import PostgresTarget, normalize_database_url
 from backend.logs import JsonFormatter
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
-from backend.routes.auth import REFRESH_COOKIE
+from backend.routes.sessions import REFRESH_COOKIE
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

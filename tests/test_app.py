@@ -1,14 +1,17 @@
 """The foundation: health, readiness, request ids, security headers, problem+json everywhere."""
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from backend import infrastructure
 from backend.config import Settings
-from tests.conftest import client_for, running_app
+from backend.routes.sessions import REFRESH_COOKIE
+from tests.conftest import TEST_PASSWORD, SettingsFactory, client_for, running_app
 from tests.helpers import assert_problem
 
 
@@ -176,3 +179,33 @@ async def test_openapi_documents_400_not_422(app: FastAPI) -> None:
     assert "'422'" not in text and "HTTPValidationError" not in text
     login = document["paths"]["/api/auth/login"]["post"]["responses"]
     assert "application/problem+json" in login["400"]["content"]
+
+
+async def _refresh_token_in_a_cookie(client: httpx.AsyncClient) -> bool:
+    """Sign up, and tell where the refresh token came: in its cookie (True) or the body."""
+    email = f"user-{uuid.uuid4().hex[:10]}@example.com"
+    response = await client.post(
+        "/api/auth/signup", json={"email": email, "password": TEST_PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    in_cookie = REFRESH_COOKIE in response.headers.get("set-cookie", "")
+    assert in_cookie == (response.json()["refresh_token"] is None)
+    return in_cookie
+
+
+async def test_routes_take_their_infrastructure_from_overridable_dependencies(
+    app: FastAPI, client: httpx.AsyncClient, settings: Settings, make_settings: SettingsFactory
+) -> None:
+    """`app.dependency_overrides` reaches what the auth routes use (they no longer read the
+    runtime themselves): for that app only, and until the override is removed."""
+    assert not await _refresh_token_in_a_cookie(client)
+    cookie_settings = make_settings(refresh_token_cookie=True)
+    app.dependency_overrides[infrastructure.get_settings] = lambda: cookie_settings
+    try:
+        assert await _refresh_token_in_a_cookie(client)
+        async with running_app(settings) as other, client_for(other) as other_client:
+            assert not other.dependency_overrides
+            assert not await _refresh_token_in_a_cookie(other_client)
+    finally:
+        del app.dependency_overrides[infrastructure.get_settings]
+    assert not await _refresh_token_in_a_cookie(client)

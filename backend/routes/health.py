@@ -3,11 +3,11 @@
 import asyncio
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from backend.errors import ServiceUnavailable, describe_database_error, is_database_unusable
-from backend.infrastructure import runtime_of
+from backend.infrastructure import DatabaseDep
 from backend.openapi import problem_responses, success_response
 
 router = APIRouter(tags=["operations"])
@@ -42,10 +42,9 @@ async def health() -> Status:
         ),
     },
 )
-async def ready(request: Request) -> Status:
+async def ready(database: DatabaseDep) -> Status:
     """200 when the database answers a query within two seconds and its schema is this
     version's, 503 otherwise."""
-    database = runtime_of(request).db
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             await database.ping()
