@@ -11,6 +11,7 @@ Create Date: 2026-12-02 16:00:00.000000
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,7 +33,7 @@ _LIST_INDEXES: tuple[tuple[str, tuple[str | sa.TextClause, ...]], ...] = (
 )
 
 
-def _where(condition: sa.TextClause | None) -> dict[str, sa.TextClause]:
+def _where(condition: sa.TextClause | None) -> dict[str, Any]:
     return {} if condition is None else {"sqlite_where": condition, "postgresql_where": condition}
 
 
