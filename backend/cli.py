@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvicorn
@@ -116,11 +117,23 @@ def _openapi(args: argparse.Namespace) -> None:
         Path(args.output).write_text(document, encoding="utf-8")
 
 
-async def purge_sessions(settings: Settings) -> int:
+async def _purge_sessions(database: Database, _settings: Settings) -> int:
+    async with database.session(write=True) as session:
+        return await sessions.purge_expired(session)
+
+
+# What `todo-api purge` deletes, each also purged now and then by the service itself: a
+# description of what it counts, and the function that purges it and returns how many.
+PURGES: tuple[tuple[str, Callable[[Database, Settings], Awaitable[int]]], ...] = (
+    ("expired refresh token(s)", _purge_sessions),
+)
+
+
+async def purge(settings: Settings) -> dict[str, int]:
+    """Delete what has expired everywhere; how many of each."""
     database = Database(settings)
     try:
-        async with database.session(write=True) as session:
-            return await sessions.purge_expired(session)
+        return {what: await purge_one(database, settings) for what, purge_one in PURGES}
     finally:
         await database.dispose()
 
@@ -128,8 +141,8 @@ async def purge_sessions(settings: Settings) -> int:
 def _purge(_args: argparse.Namespace) -> None:
     settings = get_settings()
     configure_logging(settings)
-    deleted = asyncio.run(purge_sessions(settings))
-    print(f"deleted {deleted} expired refresh token(s)")
+    for what, count in asyncio.run(purge(settings)).items():
+        print(f"deleted {count} {what}")
 
 
 def _genkey(_args: argparse.Namespace) -> None:
@@ -157,10 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--output", default="openapi.json", help="a file, or - for stdout")
     openapi.set_defaults(handler=_openapi)
 
-    purge = commands.add_parser(
-        "purge-sessions", help="delete expired refresh tokens (also done now and then by logins)"
+    purge_command = commands.add_parser(
+        "purge",
+        aliases=["purge-sessions"],
+        help="delete what has expired: refresh tokens, idempotency records, the trash past its "
+        "retention (the service also does it now and then)",
     )
-    purge.set_defaults(handler=_purge)
+    purge_command.set_defaults(handler=_purge)
 
     genkey = commands.add_parser("genkey", help="print a new Ed25519 signing key (PEM)")
     genkey.set_defaults(handler=_genkey)

@@ -57,7 +57,7 @@ def postgres() -> None:
 
 
 @pytest.mark.usefixtures("postgres")
-@pytest.mark.parametrize("command", ["migrate", "purge-sessions"])
+@pytest.mark.parametrize("command", ["migrate", "purge", "purge-sessions"])
 @pytest.mark.parametrize(
     ("parts", "problem"),
     [

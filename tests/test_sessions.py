@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlmodel import col, select, update
 
-from backend.cli import purge_sessions
+from backend.cli import purge
 from backend.config import Settings
 from backend.models import RefreshToken, utcnow
 from tests.conftest import (
@@ -290,8 +290,8 @@ async def test_purge_deletes_expired_tokens_only(
             )
             .values(expires_at=utcnow() - timedelta(days=1))
         )
-    assert await purge_sessions(settings) == 1
-    assert await purge_sessions(settings) == 0
+    assert (await purge(settings))["expired refresh token(s)"] == 1
+    assert (await purge(settings))["expired refresh token(s)"] == 0
     assert_problem(await refresh(client, used), 401, "refresh_token_reused")
 
 
