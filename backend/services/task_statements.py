@@ -3,138 +3,121 @@ entities), with bind parameters for every value: building a statement and comput
 key costs more than running it, and these run on every request. The list statements depend on
 the shape of the query (which filters, which sort) and are built once per shape.
 
-Every statement is scoped by its owner through `owned()`, which binds the `owner_id` parameter
-that every execution must supply (`backend/services/tasks.py`), so a task id alone never reaches
-a row.
+Every statement is scoped by its owner (`owned`, `owned_trash`, `owned_any`), which binds the
+`owner_id` parameter that every execution must supply (`backend/services/tasks.py`), so a task
+id alone never reaches a row. Live tasks are those with no `deleted_at`; the trash, the others.
+
+Every write stamps the task with the owner's next revision, taken from the owner's row in the
+same transaction (the changes feed's clock: see `backend/services/changes.py`). On PostgreSQL
+the revision comes from a WITH clause that bumps it (`Stamped.postgresql`: the whole write is
+one statement); SQLite has no UPDATE inside WITH, so there the write runs after `BUMP`, in the
+transaction, with the revision as a parameter (`Stamped.sqlite`).
 """
 
-from functools import cache
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import delete, func, insert, select, update
+from sqlmodel import delete, insert, select, update
 
 from backend.models import TASKS, USERS, UTCDateTime
-from backend.schemas import TaskSort, TaskStatus
 
-columns = TASKS.c
-
-
+t = TASKS.c
+u = USERS.c
 WRITABLE = ("title", "description", "completed", "priority", "due_date")
-
-
 # Written with the text they fold, read only by search.
 FOLDED = ("title_folded", "description_folded")
-
-
 COLUMNS = tuple(column for column in TASKS.columns if column.name not in FOLDED)
-
-
-SORT_COLUMNS: dict[str, Any] = {
-    "created_at": columns.created_at,
-    "updated_at": columns.updated_at,
-    "title": func.lower(columns.title),  # case-insensitive; the index holds lower(title)
-    "due_date": columns.due_date,
-    "priority": columns.priority,
-}
-
-
 NOW = sa.bindparam("now", type_=UTCDateTime())
+OWNER = sa.bindparam("owner_id")
+BY_ID = t.id == sa.bindparam("task_id")
 
 
 def owned(*criteria: ColumnElement[bool]) -> ColumnElement[bool]:
-    """The owner scope that every task statement goes through."""
-    return sa.and_(columns.user_id == sa.bindparam("owner_id"), *criteria)
+    """The owner's live tasks: the scope of every read and write but the trash's."""
+    return sa.and_(t.user_id == OWNER, t.deleted_at.is_(None), *criteria)
 
 
-BY_ID = columns.id == sa.bindparam("task_id")
+def owned_trash(*criteria: ColumnElement[bool]) -> ColumnElement[bool]:
+    return sa.and_(t.user_id == OWNER, t.deleted_at.is_not(None), *criteria)
 
 
-@cache
-def list_statements(
-    status: TaskStatus,
-    search: bool,
-    priority: bool,
-    due_before: bool,
-    due_after: bool,
-    sort: TaskSort,
-) -> tuple[Executable, Executable]:
-    """The count and page statements for one shape of query (at most 480 shapes)."""
-    filters: list[ColumnElement[bool]] = []
-    if status is TaskStatus.pending:
-        filters.append(columns.completed == sa.false())
-    elif status is TaskStatus.completed:
-        filters.append(columns.completed == sa.true())
-    if search:
-        pattern: sa.BindParameter[str] = sa.bindparam("pattern")
-        filters.append(
-            sa.or_(
-                columns.title_folded.like(pattern, escape="\\"),
-                columns.description_folded.like(pattern, escape="\\"),
-            )
-        )
-    if priority:
-        filters.append(columns.priority == sa.bindparam("priority"))
-    if due_before:
-        filters.append(columns.due_date <= sa.bindparam("due_before"))
-    if due_after:
-        filters.append(columns.due_date >= sa.bindparam("due_after"))
-    where = owned(*filters)
-    count = select(func.count().label("total")).select_from(TASKS).where(where)
-    page = (
-        select(*COLUMNS)
-        .where(where)
-        .order_by(*order_by(sort))
-        .limit(sa.bindparam("limit"))
-        .offset(sa.bindparam("offset"))
-    )
-    return count, page
+def owned_any(*criteria: ColumnElement[bool]) -> ColumnElement[bool]:
+    return sa.and_(t.user_id == OWNER, *criteria)
 
 
-def order_by(sort: TaskSort) -> list[Any]:
-    """A total order: the sort key, then the id. Tasks without a due date come last either way."""
-    column = SORT_COLUMNS[sort.field]
-    key = column.desc() if sort.descending else column.asc()
-    tie = columns.id.desc() if sort.descending else columns.id.asc()
-    if sort.field == "due_date":
-        key = key.nulls_last()
-    return [key, tie]
+# --- conditional requests --------------------------------------------------------------------
+
+# If-Match, as the versions it lists, comma-separated ("3,5"); None when there is no condition
+# (no header, or `*`). One text parameter, so the statement stays the same whatever the list.
+_VERSIONS = sa.bindparam("versions", type_=sa.String())
 
 
-GET = select(*COLUMNS).where(owned(BY_ID))
+def _text(sql: str) -> ColumnElement[str]:
+    return sa.literal_column(sql, sa.String())
 
 
-# Counting and capping in one UPDATE keeps the cap exact under concurrent creates.
-COUNT_ONE_MORE = (
-    update(USERS)
-    .where(USERS.c.id == sa.bindparam("owner_id"), USERS.c.task_count < sa.bindparam("cap"))
-    .values(task_count=USERS.c.task_count + 1)
-)
-
-
-INSERT = insert(TASKS)
-
-
-NEW_TASK_COLUMNS = ("id", *WRITABLE, *FOLDED, "completed_at", "created_at", "updated_at")
-
-
-# The same two in one statement, where the database can: the insert takes its owner from the
-# counting UPDATE (a WITH clause), so it inserts nothing when the cap is reached. One statement
-# is atomic on its own: no BEGIN and COMMIT around it, and the owner's row is locked for the
-# statement only. PostgreSQL runs this; SQLite has no UPDATE inside WITH.
-COUNTED = COUNT_ONE_MORE.returning(USERS.c.id.label("owner")).cte("counted")
-
-
-INSERT_COUNTED = insert(TASKS).from_select(
-    ["user_id", *NEW_TASK_COLUMNS],
-    select(
-        COUNTED.c.owner,
-        *(sa.bindparam(name, type_=columns[name].type) for name in NEW_TASK_COLUMNS),
+MATCHES = sa.or_(
+    _VERSIONS.is_(None),
+    (_text("','") + _VERSIONS + _text("','")).like(
+        _text("'%,'") + sa.cast(t.version, sa.String()) + _text("',%'")
     ),
 )
 
+# --- the revision ---------------------------------------------------------------------------
+
+# The owner's next revision (SQLite: run first, in the write's transaction). The row stays
+# locked until the transaction ends, so revisions are taken, and committed, one after another.
+BUMP = update(USERS).where(u.id == OWNER).values(revision=u.revision + 1).returning(u.revision)
+_BUMPED = BUMP.cte("bumped")
+
+
+@dataclass(frozen=True, slots=True)
+class Stamped:
+    """One write, for each database: PostgreSQL's bumps the revision itself; SQLite's takes it
+    as the `revision` parameter, from `BUMP` run just before."""
+
+    postgresql: Executable
+    sqlite: Executable
+
+    @classmethod
+    def build(cls, write: Callable[[ColumnElement[int]], Executable]) -> "Stamped":
+        return cls(write(_BUMPED.c.revision), write(sa.bindparam("revision", type_=sa.BigInteger)))
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+GET = select(*COLUMNS).where(owned(BY_ID))
+GET_ANY = select(*COLUMNS).where(owned_any(BY_ID))
+
+# --- create ---------------------------------------------------------------------------------
+
+NEW_TASK_COLUMNS = ("id", *WRITABLE, *FOLDED, "completed_at", "created_at", "updated_at")
+# Counting, capping and taking the revision in one UPDATE keeps the cap exact under concurrent
+# creates, and the owner's row locked until the task is stored.
+COUNT_ONE_MORE = (
+    update(USERS)
+    .where(u.id == OWNER, u.task_count < sa.bindparam("cap"))
+    .values(task_count=u.task_count + 1, revision=u.revision + 1)
+    .returning(u.revision)
+)
+INSERT = insert(TASKS)
+# The same two in one statement on PostgreSQL: the insert takes its owner and revision from the
+# counting UPDATE (a WITH clause), so it inserts nothing when the cap is reached.
+_COUNTED = COUNT_ONE_MORE.returning(u.id.label("owner")).cte("counted")
+INSERT_COUNTED = insert(TASKS).from_select(
+    ["user_id", "revision", *NEW_TASK_COLUMNS],
+    select(
+        _COUNTED.c.owner,
+        _COUNTED.c.revision,
+        *(sa.bindparam(name, type_=t[name].type) for name in NEW_TASK_COLUMNS),
+    ),
+)
+
+# --- change ---------------------------------------------------------------------------------
 
 # The search text of each text field: what search compares, folded as the query is.
 FOLDS = {"title_folded": "title", "description_folded": "description"}
@@ -153,81 +136,106 @@ def folded(values: dict[str, Any]) -> dict[str, str | None]:
 # Parameters of UPDATE ... SET are named new_*: SQLAlchemy keeps the column names for itself.
 # A field is written when its set_* flag is true (a PUT sets every one, a PATCH those it has),
 # and keeps its value otherwise; its search text with it.
-NEW = {name: sa.bindparam(f"new_{name}", type_=columns[name].type) for name in (*WRITABLE, *FOLDED)}
-
-
-SETS = {name: sa.bindparam(f"set_{name}", type_=sa.Boolean()) for name in WRITABLE}
-
-
-AFTER = {
-    name: sa.case((SETS[FOLDS.get(name, name)], NEW[name]), else_=columns[name])
+_NEW = {name: sa.bindparam(f"new_{name}", type_=t[name].type) for name in (*WRITABLE, *FOLDED)}
+_SETS = {name: sa.bindparam(f"set_{name}", type_=sa.Boolean()) for name in WRITABLE}
+_AFTER = {
+    name: sa.case((_SETS[FOLDS.get(name, name)], _NEW[name]), else_=t[name])
     for name in (*WRITABLE, *FOLDED)
 }
-
-
 # SET expressions see the row as it was: whether the write changes anything (nullable fields
 # compared null-safely), and whether the task was completed already.
-UNCHANGED = sa.and_(*(columns[name].is_not_distinct_from(AFTER[name]) for name in WRITABLE))
+_UNCHANGED = sa.and_(*(t[name].is_not_distinct_from(_AFTER[name]) for name in WRITABLE))
 
 
-UPDATE = (
-    update(TASKS)
-    .where(owned(BY_ID))
+def _update(revision: ColumnElement[int]) -> Executable:
+    """A write of some fields that keeps the task as it was (`updated_at`, `version` and
+    `revision` included) when it changes nothing."""
+    return (
+        update(TASKS)
+        .where(owned(BY_ID, MATCHES))
+        .values(
+            {
+                **_AFTER,
+                "completed_at": sa.case(
+                    (sa.not_(_AFTER["completed"]), sa.null()),
+                    (t.completed, t.completed_at),
+                    else_=NOW,
+                ),
+                "updated_at": sa.case((_UNCHANGED, t.updated_at), else_=NOW),
+                "version": sa.case((_UNCHANGED, t.version), else_=t.version + 1),
+                "revision": sa.case((_UNCHANGED, t.revision), else_=revision),
+            }
+        )
+        .returning(*COLUMNS)
+    )
+
+
+UPDATE = Stamped.build(_update)
+TOGGLE = Stamped.build(
+    lambda revision: update(TASKS)
+    .where(owned(BY_ID, MATCHES))
     .values(
-        {
-            **AFTER,
-            "completed_at": sa.case(
-                (sa.not_(AFTER["completed"]), sa.null()),
-                (columns.completed, columns.completed_at),
-                else_=NOW,
-            ),
-            "updated_at": sa.case((UNCHANGED, columns.updated_at), else_=NOW),
-        }
+        completed=sa.not_(t.completed),
+        completed_at=sa.case((t.completed, sa.null()), else_=NOW),
+        updated_at=NOW,
+        version=t.version + 1,
+        revision=revision,
     )
     .returning(*COLUMNS)
 )
 
+# --- the trash ------------------------------------------------------------------------------
 
-DELETE = delete(TASKS).where(owned(BY_ID))
-
-
+TRASH = Stamped.build(
+    lambda revision: update(TASKS)
+    .where(owned(BY_ID, MATCHES))
+    .values(deleted_at=NOW, version=t.version + 1, revision=revision)
+    .returning(t.id)
+)
+TRASH_COMPLETED = (
+    update(TASKS)
+    .where(owned(t.completed == sa.true()))
+    .values(deleted_at=NOW, version=t.version + 1, revision=sa.bindparam("revision"))
+)
 COUNT_FEWER = (
+    update(USERS).where(u.id == OWNER).values(task_count=u.task_count - sa.bindparam("fewer"))
+)
+# Restoring counts the task again, capped, and takes the revision, in one UPDATE.
+COUNT_RESTORED = COUNT_ONE_MORE
+RESTORE = (
+    update(TASKS)
+    .where(owned_trash(BY_ID))
+    .values(deleted_at=None, version=t.version + 1, revision=sa.bindparam("revision"))
+    .returning(*COLUMNS)
+)
+IN_TRASH = select(t.id).where(owned_trash(BY_ID))
+# Purging forgets deletions: the owner's sync horizon moves up to the newest one purged.
+PURGE_ONE = delete(TASKS).where(owned_trash(BY_ID)).returning(t.revision)
+PURGE_ALL = delete(TASKS).where(owned_trash()).returning(t.revision)
+_CUTOFF = sa.bindparam("cutoff", type_=UTCDateTime())
+# The owner's trash beyond its cap (the oldest deletions) and past its retention.
+_BEYOND = (
+    select(t.id)
+    .where(owned_trash())
+    .order_by(t.deleted_at.desc(), t.id.desc())
+    .offset(sa.bindparam("cap"))
+    .scalar_subquery()
+)
+PURGE_EXPIRED = (
+    delete(TASKS)
+    .where(owned_trash(sa.or_(t.deleted_at < _CUTOFF, t.id.in_(_BEYOND))))
+    .returning(t.revision)
+)
+_HORIZON = sa.bindparam("horizon", type_=sa.BigInteger)
+MOVE_HORIZON = (
     update(USERS)
-    .where(USERS.c.id == sa.bindparam("owner_id"))
-    .values(task_count=USERS.c.task_count - sa.bindparam("deleted"))
+    .where(u.id == OWNER, u.sync_horizon < _HORIZON)
+    .values(sync_horizon=_HORIZON)
 )
-
-
-# The same two in one statement on PostgreSQL (as `INSERT_COUNTED`): the counter goes down
-# for the row the DELETE (a WITH clause) returns, so by nothing when there was none.
-GONE = DELETE.returning(columns.user_id.label("owner")).cte("gone")
-
-
-DELETE_COUNTED = (
-    update(USERS).where(USERS.c.id == GONE.c.owner).values(task_count=USERS.c.task_count - 1)
-)
-
-
-TOGGLE = (
-    update(TASKS)
-    .where(owned(BY_ID))
-    .values(
-        completed=sa.not_(columns.completed),
-        completed_at=sa.case((columns.completed, sa.null()), else_=NOW),
-        updated_at=NOW,
-    )
-    .returning(*COLUMNS)
-)
-
-
-# Setting the state a task already has changes nothing, not even updated_at.
-SET_COMPLETED = (
-    update(TASKS)
-    .where(owned(BY_ID, columns.completed != sa.bindparam("new_completed")))
-    .values(
-        completed=sa.bindparam("new_completed"),
-        completed_at=sa.bindparam("new_completed_at", type_=UTCDateTime()),
-        updated_at=NOW,
-    )
-    .returning(*COLUMNS)
+# Every user whose trash has expired tasks or is over the cap (for `todo-api purge`).
+OWNERS_TO_PURGE = (
+    select(t.user_id)
+    .where(t.deleted_at.is_not(None))
+    .group_by(t.user_id)
+    .having(sa.or_(sa.func.min(t.deleted_at) < _CUTOFF, sa.func.count() > sa.bindparam("cap")))
 )
