@@ -23,6 +23,8 @@ from starlette.routing import Match
 logger = logging.getLogger("backend.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# No URI per kind of problem: `code` tells them apart.
+PROBLEM_TYPE = "about:blank"
 
 
 class ProblemError(BaseModel):
@@ -34,7 +36,10 @@ class ProblemError(BaseModel):
 class Problem(BaseModel):
     """The body of every error response (RFC 9457 problem details)."""
 
-    type: str = Field(default="about:blank", examples=["about:blank"])
+    # The docstring above is the schema's published description. The body itself is built by
+    # `problem_body`; tests/test_errors.py keeps these fields and its members in step.
+
+    type: str = Field(default=PROBLEM_TYPE, examples=[PROBLEM_TYPE])
     title: str = Field(examples=["Bad Request"])
     status: int = Field(examples=[400])
     detail: str = Field(examples=["body.title: title must not be empty"])
@@ -234,6 +239,30 @@ def request_id_of(request_or_scope: Request | Mapping[str, Any]) -> str:
     return str(state.get("request_id", ""))
 
 
+def problem_body(
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    request_id: str,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The body of every error response, members in the order they are sent: the one place
+    that builds it, for the responses and the OpenAPI examples alike. `Problem` documents it
+    (a test keeps the two in step)."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    body["request_id"] = request_id
+    return body
+
+
 def problem_response(
     *,
     status: int,
@@ -243,16 +272,9 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    body["request_id"] = request_id
+    body = problem_body(
+        status=status, code=code, detail=detail, request_id=request_id, errors=errors
+    )
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
     )

@@ -10,7 +10,6 @@ shipped with the package (no CDN), with the bearer scheme ready to authorize.
 
 import json
 from collections.abc import Iterable, Mapping
-from http import HTTPStatus
 from importlib.resources import files
 from typing import Any, cast
 
@@ -46,6 +45,7 @@ from backend.errors import (
     ValidationFailed,
     WeakPassword,
     WrongPassword,
+    problem_body,
 )
 
 # The error codes a route can answer, by the error class that answers each.
@@ -236,16 +236,15 @@ def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str
         detail = f"{'.'.join(loc)}: {msg}"
     else:
         detail = _DETAILS.get(code, error.default_detail)
-    value: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(error.status_code).phrase,
-        "status": error.status_code,
-        "detail": detail,
-        "code": code,
-        "request_id": "0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
-    }
-    if code == "validation_error":
-        value["errors"] = [{"loc": loc, "msg": msg, "type": type_}]
+    value = problem_body(
+        status=error.status_code,
+        code=code,
+        detail=detail,
+        request_id="0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
+        errors=[{"loc": loc, "msg": msg, "type": type_}] if code == "validation_error" else None,
+    )
+    if "errors" in value:
+        value["errors"] = value.pop("errors")  # listed last in the published document
     return {"summary": detail, "value": value}
 
 
