@@ -15,7 +15,12 @@ from backend.auth.keys import LocalKeys, generate_private_key_pem
 from backend.config import Settings, SettingsError, get_settings
 from backend.database_url import masked_url
 from backend.db import Database
-from backend.errors import describe_database_error, is_database_unusable, is_outage
+from backend.db.errors import (
+    describe_database_error,
+    is_database_unusable,
+    is_outage,
+    wrap_driver_os_errors,
+)
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
@@ -36,6 +41,7 @@ def served_app() -> FastAPI:
 
 async def database_is_migrated(settings: Settings) -> bool:
     database = Database(settings)
+    wrap_driver_os_errors(database.engine)
     try:
         return await database.migrated()
     finally:
@@ -118,6 +124,7 @@ def _openapi(args: argparse.Namespace) -> None:
 
 async def purge_sessions(settings: Settings) -> int:
     database = Database(settings)
+    wrap_driver_os_errors(database.engine)
     try:
         async with database.session(write=True) as session:
             return await sessions.purge_expired(session)

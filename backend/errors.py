@@ -369,7 +369,7 @@ def _http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def _database_error_handler(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, sa_exc.DBAPIError) and not is_database_unusable(exc):
+    if not is_database_unusable(exc):
         return internal_error_response(request.scope, exc)
     logger.warning(
         "database unavailable: %s: %s",
@@ -379,63 +379,6 @@ def _database_error_handler(request: Request, exc: Exception) -> Response:
     )
     error = ServiceUnavailable("The database is not reachable right now; try again shortly.")
     return _app_error_handler(request, error)
-
-
-_OUTAGE_SQLSTATES = ("08", "53", "57P")
-# Class 40 (transaction rollback): a deadlock or a serialization failure. Retried once or twice
-# by the route classes, then answered like an outage: nothing was done, try again.
-_CONFLICT_SQLSTATES = ("40",)
-
-
-def _sqlstate(exc: sa_exc.DBAPIError) -> str:
-    return str(getattr(exc.orig, "sqlstate", None) or "")
-
-
-def is_transient_conflict(exc: BaseException) -> bool:
-    """Whether a database error means "this transaction lost a race; run it again"."""
-    return isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_CONFLICT_SQLSTATES)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether a database error means "the database is unreachable or overloaded", as opposed
-    to a bug in a query."""
-    if isinstance(exc, sa_exc.TimeoutError | OSError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        # SQLSTATE classes 08 (connection), 53 (resources) and 57P (shutting down, starting up):
-        # asyncpg's "the database system is shutting down" arrives as a plain DBAPIError.
-        return (
-            exc.connection_invalidated
-            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-            or _sqlstate(exc).startswith(_OUTAGE_SQLSTATES)
-            or is_transient_conflict(exc)
-        )
-    return False
-
-
-# The database answers, but this service cannot use it: no such database (3D000), a role or
-# password refused (class 28), missing privileges (42501), or a schema that is not migrated
-# (42P01 undefined table, 42703 undefined column). A setting or a deployment step to fix.
-_UNUSABLE_SQLSTATES = ("28", "3D000", "42501", "42P01", "42703")
-_UNMIGRATED_SQLSTATES = ("42P01", "42703")
-
-
-def is_database_unusable(exc: BaseException) -> bool:
-    """Whether a database error means "the service cannot use the database now" (an outage, or
-    a database that refuses us or lacks our schema), as opposed to a bug in a query."""
-    return is_outage(exc) or (
-        isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_UNUSABLE_SQLSTATES)
-    )
-
-
-def describe_database_error(exc: BaseException) -> str:
-    """One line saying what went wrong, for logs and the command line: the server's or the
-    driver's message, without the SQL or the URL."""
-    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-    text = (str(cause).strip().splitlines() or [""])[0]
-    if isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc).startswith(_UNMIGRATED_SQLSTATES):
-        text += " (the schema is not migrated: run `todo-api migrate`)"
-    return text or type(cause).__name__
 
 
 def internal_error_response(scope: Mapping[str, Any], exc: BaseException) -> Response:
@@ -459,5 +402,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
-    for outage in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError):
-        app.add_exception_handler(outage, _database_error_handler)
+    # SQLAlchemy's errors only: an OSError that escapes a route (a file, a mail server) is a
+    # 500, not "database unavailable" (`backend.db.errors` says why that is enough).
+    for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError):
+        app.add_exception_handler(database_error, _database_error_handler)
+
+
+# The classification of database errors lives in `backend.db.errors`; re-exported for the
+# modules that import it from here. Imported last: `backend.db` imports `AppError` from here.
+from backend.db import errors as _database_errors  # noqa: E402
+
+describe_database_error = _database_errors.describe_database_error
+is_database_unusable = _database_errors.is_database_unusable
+is_outage = _database_errors.is_outage
+is_transient_conflict = _database_errors.is_transient_conflict

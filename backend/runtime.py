@@ -14,6 +14,7 @@ from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerifier, TrustedIssuer
 from backend.config import Settings
 from backend.db import Database
+from backend.db.errors import wrap_driver_os_errors
 from backend.mail import Background, Mailer
 from backend.models import AuthProvider
 from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter, parse_networks
@@ -82,9 +83,11 @@ class Runtime:
         limiter = RateLimiter(settings)
         hasher = PasswordHasher(concurrency=settings.password_hash_concurrency)
         await hasher.warm_up()
+        database = Database(settings)
+        wrap_driver_os_errors(database.engine)
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=database,
             hasher=hasher,
             local_keys=local_keys,
             access_tokens=access_tokens,
