@@ -8,7 +8,6 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from backend.config import Settings, get_settings
-from backend.errors import install_error_handlers
 from backend.middleware import (
     BodyGuardMiddleware,
     CORSMiddleware,
@@ -17,6 +16,7 @@ from backend.middleware import (
     RequestContextMiddleware,
 )
 from backend.openapi import install_docs, install_openapi
+from backend.problems import install_error_handlers
 from backend.routes import auth, export, health, tasks
 from backend.runtime import Runtime
 

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from backend.config import Settings
 from backend.errors import (
-    PROBLEM_MEDIA_TYPE,
     AppError,
     EmailNotVerified,
     EmailTaken,
@@ -35,7 +34,6 @@ from backend.errors import (
     NotFound,
     PasswordManagedElsewhere,
     PayloadTooLarge,
-    Problem,
     RateLimited,
     RefreshTokenReused,
     ServiceUnavailable,
@@ -45,8 +43,8 @@ from backend.errors import (
     ValidationFailed,
     WeakPassword,
     WrongPassword,
-    problem_body,
 )
+from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 
 # The error codes a route can answer, by the error class that answers each.
 _ERRORS: dict[str, type[AppError]] = {

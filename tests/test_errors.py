@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from backend.config import Settings
-from backend.errors import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from backend.infrastructure import runtime_of
+from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, client_for, running_app
 from tests.helpers import assert_problem
 from tests.live import free_port
