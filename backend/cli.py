@@ -16,7 +16,11 @@ from backend.auth.keys import LocalKeys, generate_private_key_pem
 from backend.config import Settings, SettingsError, get_settings
 from backend.database_url import masked_url
 from backend.db import Database
-from backend.errors import describe_database_error, is_database_unusable, is_outage
+from backend.db.errors import (
+    describe_database_error,
+    is_database_unusable,
+    is_outage,
+)
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head

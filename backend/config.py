@@ -3,6 +3,9 @@
 Each field's environment variable is its name in upper case (`database_url` -> `DATABASE_URL`).
 The README lists them all. `Settings()` refuses insecure combinations in production with a
 message that names the variable to set.
+
+Over 350 lines on purpose: one `Settings` class, each field next to the validator that checks it,
+reads best whole.
 """
 
 import ipaddress

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from backend.config import Settings, get_settings
-from backend.errors import install_error_handlers
+from backend.docs import install_docs
 from backend.middleware import (
     BodyGuardMiddleware,
     CORSMiddleware,
@@ -16,7 +16,8 @@ from backend.middleware import (
     InternalErrorMiddleware,
     RequestContextMiddleware,
 )
-from backend.openapi import install_docs, install_openapi
+from backend.openapi import install_openapi
+from backend.problems import install_error_handlers
 from backend.routes import export, health, me, passwords, sessions, tasks
 from backend.runtime import Runtime
 

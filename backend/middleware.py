@@ -28,13 +28,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.context import context_of
-from backend.errors import (
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    internal_error_response,
-    problem_response,
-)
+from backend.errors import PayloadTooLarge, UnsupportedMediaType
 from backend.logs import request_id_var
+from backend.problems import internal_error_response, problem_response
 
 access_logger = logging.getLogger("backend.access")
 

@@ -1,4 +1,4 @@
-"""The tables. Request and response shapes live in `schemas.py`, never here.
+"""The tables. Request and response shapes live in `schemas/`, never here.
 
 Conventions: timestamps are stored in UTC and always come back timezone-aware; constraint and
 index names follow the metadata's naming convention, so migrations can refer to them; every task

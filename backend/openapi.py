@@ -1,29 +1,27 @@
-"""The OpenAPI document and the documentation pages.
+"""The OpenAPI document (the pages that show it are in `docs.py`).
 
 Routes declare every response they can give: `success_response(...)` for the one that succeeds,
 with a realistic example, and `problem_responses(...)` for the error `code`s they can answer, each
 with an example. `install_openapi` then makes the document say what the service really does:
 errors are `application/problem+json`, request validation fails with 400 (FastAPI would document
-422), and every response carries `X-Request-ID`. Swagger UI and ReDoc are served from assets
-shipped with the package (no CDN), with the bearer scheme ready to authorize.
+422), and every response carries `X-Request-ID`.
+
+Over 350 lines on purpose: the helpers that routes declare their responses with, and `_rewrite`,
+which turns what they declared into the published document, share private conventions (the
+`x-example-json` markers, the query schemas collected by `query_parameters`); one module keeps
+the two sides in step.
 """
 
 import json
 from collections.abc import Iterable, Mapping
-from http import HTTPStatus
-from importlib.resources import files
 from typing import Any, cast
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.models import Example
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from backend.config import Settings
 from backend.errors import (
-    PROBLEM_MEDIA_TYPE,
     AppError,
     EmailNotVerified,
     EmailTaken,
@@ -36,7 +34,6 @@ from backend.errors import (
     NotFound,
     PasswordManagedElsewhere,
     PayloadTooLarge,
-    Problem,
     RateLimited,
     RefreshTokenReused,
     ServiceUnavailable,
@@ -47,6 +44,7 @@ from backend.errors import (
     WeakPassword,
     WrongPassword,
 )
+from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 
 # The error codes a route can answer, by the error class that answers each.
 _ERRORS: dict[str, type[AppError]] = {
@@ -236,16 +234,15 @@ def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str
         detail = f"{'.'.join(loc)}: {msg}"
     else:
         detail = _DETAILS.get(code, error.default_detail)
-    value: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(error.status_code).phrase,
-        "status": error.status_code,
-        "detail": detail,
-        "code": code,
-        "request_id": "0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
-    }
-    if code == "validation_error":
-        value["errors"] = [{"loc": loc, "msg": msg, "type": type_}]
+    value = problem_body(
+        status=error.status_code,
+        code=code,
+        detail=detail,
+        request_id="0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
+        errors=[{"loc": loc, "msg": msg, "type": type_}] if code == "validation_error" else None,
+    )
+    if "errors" in value:
+        value["errors"] = value.pop("errors")  # listed last in the published document
     return {"summary": detail, "value": value}
 
 
@@ -372,30 +369,3 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def install_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs and ReDoc at /redoc, from assets shipped in a Python package."""
-    assets = str(files("fastapi_offline") / "static")
-    app.mount("/static/docs", StaticFiles(directory=assets), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url="/static/docs/swagger-ui-bundle.js",
-            swagger_css_url="/static/docs/swagger-ui.css",
-            swagger_favicon_url="/static/docs/favicon.png",
-            swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url="/static/docs/redoc.standalone.js",
-            redoc_favicon_url="/static/docs/favicon.png",
-            with_google_fonts=False,
-        )

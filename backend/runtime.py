@@ -82,9 +82,10 @@ class Runtime:
         limiter = RateLimiter(settings)
         hasher = PasswordHasher(concurrency=settings.password_hash_concurrency)
         await hasher.warm_up()
+        database = Database(settings)
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=database,
             hasher=hasher,
             local_keys=local_keys,
             access_tokens=access_tokens,

@@ -161,3 +161,12 @@ def test_a_signing_key_that_does_not_parse_is_one_line_before_serving(tmp_path: 
     assert one_line_failure(result) == (
         "todo-api: JWT_PRIVATE_KEY is not a PEM private key without a passphrase"
     )
+
+
+def test_the_command_line_does_not_blame_the_database_for_a_file_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    result = todo_api(tmp_path, "openapi", "--output", str(tmp_path / "missing" / "openapi.json"))
+    assert result.returncode != 0
+    assert "FileNotFoundError" in result.stderr
+    assert "cannot use the database" not in result.stderr

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from backend.config import Settings
 from backend.db import translate_driver_error
-from backend.errors import is_outage
+from backend.db.errors import is_outage
 from backend.logs import JsonFormatter
 from tests.conftest import (
     REDIS_URL,

@@ -211,7 +211,6 @@ class RemoteJwks:
         self._last_unknown_kid_fetch: float | None = None
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
-        self.fetch_count = 0
 
     async def get(self, kid: str) -> VerificationKey | None:
         if self._keys is None or self._clock() >= self._fresh_until:
@@ -232,11 +231,6 @@ class RemoteJwks:
         if stale and idle and self._may_refetch():
             self._background = asyncio.create_task(self._refresh(self._may_refetch))
         return self._keys.get(kid)
-
-    async def wait_for_refresh(self) -> None:
-        """Until a background refresh that `current` started has ended."""
-        if self._background is not None:
-            await asyncio.shield(self._background)
 
     async def close(self) -> None:
         if self._background is not None:
@@ -269,7 +263,6 @@ class RemoteJwks:
 
     async def _fetch_into_cache(self) -> None:
         self._last_attempt = self._clock()
-        self.fetch_count += 1
         try:
             keys = await self._fetch()
         except (JwksError, httpx.HTTPError, TimeoutError, ValueError) as exc:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 
 from backend.config import Settings
 from backend.database_url import PostgresTarget
+from backend.db.errors import wrap_driver_os_errors
 
 # aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
 # it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
@@ -101,6 +102,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
             engine.sync_engine, "connect", _sqlite_on_connect(settings.sqlite_busy_timeout_ms)
         )
         _SQLiteWriters().listen(engine)
+        wrap_driver_os_errors(engine)
         return engine
     target = PostgresTarget.parse(settings.database_url)
     engine = create_async_engine(
@@ -119,6 +121,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
     )
     if settings.db_pool_pre_ping:
         _ping_idle_connections(engine, idle_seconds=settings.db_pool_ping_idle_seconds)
+    wrap_driver_os_errors(engine)
     return engine
 
 

@@ -12,6 +12,7 @@ from sqlmodel import SQLModel
 
 from backend import models
 from backend.database_url import PostgresTarget
+from backend.db.errors import wrap_driver_os_errors
 
 # Generous: a hosted database may take seconds to wake up, and a migration runs once a release.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -61,6 +62,7 @@ async def _run_online() -> None:
         )
     else:
         engine = create_async_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+    wrap_driver_os_errors(engine)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
