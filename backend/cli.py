@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -24,7 +25,7 @@ from backend.db.errors import (
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
-from backend.services import sessions
+from backend.services import sessions, tasks
 
 logger = logging.getLogger("backend.cli")
 
@@ -126,10 +127,19 @@ async def _purge_sessions(database: Database, _settings: Settings) -> int:
         return await sessions.purge_expired(session)
 
 
+async def _purge_trash(database: Database, settings: Settings) -> int:
+    return await tasks.purge_every_expired(
+        database,
+        retention=timedelta(days=settings.trash_retention_days),
+        trash_cap=settings.max_tasks_per_user,
+    )
+
+
 # What `todo-api purge` deletes, each also purged now and then by the service itself: a
 # description of what it counts, and the function that purges it and returns how many.
 PURGES: tuple[tuple[str, Callable[[Database, Settings], Awaitable[int]]], ...] = (
     ("expired refresh token(s)", _purge_sessions),
+    ("task(s) past the trash's retention", _purge_trash),
 )
 
 

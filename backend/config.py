@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     # Forgotten-password requests and resets, per client IP and per email, each.
     password_reset_rate_limit: str = "5/hour"  # noqa: S105 (a rate, not a password)
     max_tasks_per_user: int = Field(default=10000, ge=1)
+    # Days a deleted task stays in the trash (which holds at most MAX_TASKS_PER_USER tasks).
+    trash_retention_days: int = Field(default=30, ge=1, le=3650)
 
     # Mail (password reset links)
     smtp_url: SecretStr | None = None

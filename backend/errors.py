@@ -4,7 +4,7 @@ error) as problem+json.
 """
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class AppError(Exception):
@@ -18,10 +18,16 @@ class AppError(Exception):
     keeps_changes: ClassVar[bool] = False
 
     def __init__(
-        self, detail: str | None = None, *, headers: Mapping[str, str] | None = None
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        members: Mapping[str, Any] | None = None,
     ) -> None:
         self.detail = detail or self.default_detail
         self.headers = dict(headers or {})
+        # Members of the problem body beyond the standard ones (JSON-ready values).
+        self.members = dict(members or {})
         super().__init__(self.detail)
 
 
@@ -181,3 +187,41 @@ describe_database_error = _database_errors.describe_database_error
 is_database_unusable = _database_errors.is_database_unusable
 is_outage = _database_errors.is_outage
 is_transient_conflict = _database_errors.is_transient_conflict
+
+
+class PreconditionFailed(AppError):
+    """An `If-Match` that does not list the task's version: `current` is the task as it is."""
+
+    status_code = 412
+    code = "precondition_failed"
+    default_detail = "The task has changed since you read it: `current` is how it is now."
+
+    def __init__(self, current: Any) -> None:
+        super().__init__(
+            headers={"ETag": f'"{current.version}"'},
+            members={"current": current.model_dump(mode="json")},
+        )
+
+
+class TaskExists(AppError):
+    status_code = 409
+    code = "task_exists"
+    default_detail = "A task with this id exists already (maybe in the trash)."
+
+
+class InvalidCursor(AppError):
+    status_code = 400
+    code = "invalid_cursor"
+    default_detail = (
+        "This cursor is not valid here: malformed, or from another query (a cursor remembers "
+        "its filters and sort; send it alone, with `limit` at most)."
+    )
+
+
+class SyncExpired(AppError):
+    status_code = 410
+    code = "sync_expired"
+    default_detail = (
+        "Changes this far back are no longer kept (the trash was purged since): sync again "
+        "from the start (without `since`)."
+    )

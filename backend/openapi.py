@@ -27,6 +27,7 @@ from backend.errors import (
     EmailTaken,
     Forbidden,
     InvalidCredentials,
+    InvalidCursor,
     InvalidRefreshToken,
     InvalidResetToken,
     InvalidToken,
@@ -34,9 +35,12 @@ from backend.errors import (
     NotFound,
     PasswordManagedElsewhere,
     PayloadTooLarge,
+    PreconditionFailed,
     RateLimited,
     RefreshTokenReused,
     ServiceUnavailable,
+    SyncExpired,
+    TaskExists,
     TokenExpired,
     TooManyTasks,
     UnsupportedMediaType,
@@ -45,6 +49,7 @@ from backend.errors import (
     WrongPassword,
 )
 from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
+from backend.schemas import TASK_EXAMPLE, TaskRead
 
 # The error codes a route can answer, by the error class that answers each.
 _ERRORS: dict[str, type[AppError]] = {
@@ -66,6 +71,10 @@ _ERRORS: dict[str, type[AppError]] = {
         EmailTaken,
         PasswordManagedElsewhere,
         TooManyTasks,
+        TaskExists,
+        InvalidCursor,
+        SyncExpired,
+        PreconditionFailed,
         PayloadTooLarge,
         UnsupportedMediaType,
         RateLimited,
@@ -85,6 +94,8 @@ _STATUS_DESCRIPTIONS = {
     "email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on",
     404: "No such task (a task of another user is 404 too)",
     409: "Conflict",
+    410: "Gone: the changes since this cursor are no longer kept; sync again from the start",
+    412: "The task is not the version `If-Match` names: `current` is the task as it is now",
     413: "The request body is larger than `MAX_BODY_BYTES`",
     415: "The request body is not JSON",
     429: "Too many requests; `Retry-After` says when to try again",
@@ -212,7 +223,7 @@ def problem_responses(
         listed = ", ".join(f"`{code}`" for code in status_codes)
         description = (descriptions or {}).get(status) or f"{_STATUS_DESCRIPTIONS[status]}."
         response: dict[str, Any] = {
-            "model": Problem,
+            "model": PreconditionProblem if status == 412 else Problem,
             "description": f"{description} Codes: {listed}.",
             "content": {
                 "application/json": {
@@ -225,6 +236,10 @@ def problem_responses(
             response["headers"] = header_refs(*headers)
         responses[status] = response
     return responses
+
+
+# Members of a problem beyond the standard ones, in the examples.
+_EXAMPLE_MEMBERS = {"precondition_failed": {"current": {**TASK_EXAMPLE, "version": 4}}}
 
 
 def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str, Any]:
@@ -240,10 +255,19 @@ def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str
         detail=detail,
         request_id="0f6c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
         errors=[{"loc": loc, "msg": msg, "type": type_}] if code == "validation_error" else None,
+        members={"current": {**TASK_EXAMPLE, "version": 4}}
+        if code == "precondition_failed"
+        else None,
     )
     if "errors" in value:
         value["errors"] = value.pop("errors")  # listed last in the published document
     return {"summary": detail, "value": value}
+
+
+class PreconditionProblem(Problem):
+    """A 412: the problem, and the task as it is now."""
+
+    current: TaskRead
 
 
 def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:

@@ -84,6 +84,7 @@ def problem_body(
     detail: str,
     request_id: str,
     errors: list[dict[str, Any]] | None = None,
+    members: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of every error response, members in the order they are sent: the one place
     that builds it, for the responses and the OpenAPI examples alike. `Problem` documents it
@@ -97,6 +98,7 @@ def problem_body(
     }
     if errors is not None:
         body["errors"] = errors
+    body.update(members or {})
     body["request_id"] = request_id
     return body
 
@@ -109,9 +111,15 @@ def problem_response(
     request_id: str,
     errors: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    members: Mapping[str, Any] | None = None,
 ) -> Response:
     body = problem_body(
-        status=status, code=code, detail=detail, request_id=request_id, errors=errors
+        status=status,
+        code=code,
+        detail=detail,
+        request_id=request_id,
+        errors=errors,
+        members=members,
     )
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
@@ -128,6 +136,7 @@ def _app_error_handler(request: Request, exc: Exception) -> Response:
         request_id=request_id_of(request),
         errors=errors,
         headers=exc.headers,
+        members=exc.members,
     )
 
 

@@ -207,6 +207,8 @@ async def test_export_holds_the_user_and_every_task_as_a_download(
     ]
     done = await client.patch(f"{user.tasks_url}/{created[1]['id']}/complete", headers=user.headers)
     created[1] = done.json()
+    trashed = await create(client, user, title="in the trash")
+    await client.delete(f"{user.tasks_url}/{trashed['id']}", headers=user.headers)
     await create(client, other_user, title="not mine")
 
     response = await client.get(f"/api/{user.id}/export", headers=user.headers)
@@ -222,7 +224,12 @@ async def test_export_holds_the_user_and_every_task_as_a_download(
     assert document["format"] == "todo-api/1"
     assert document["user"] == user.body["user"]
     assert document["exported_at"].endswith("Z")
-    assert document["tasks"] == created  # every field, oldest first
+    exported = document["tasks"]
+    assert exported[:3] == [{**task, "deleted_at": None} for task in created]  # oldest first
+    assert exported[3]["id"] == trashed["id"]
+    assert exported[3]["deleted_at"] is not None
+    assert exported[3]["version"] == trashed["version"] + 1
+    assert len(exported) == 4
 
 
 async def test_export_of_a_user_without_tasks_and_its_refusals(

@@ -356,6 +356,7 @@ REFUSALS = [
         '"300" is not a rate; write one such as 10/minute or 100/hour',
     ),
     ("MAX_TASKS_PER_USER", "0", '"0" is not valid; write a whole number of at least 1'),
+    ("TRASH_RETENTION_DAYS", "0", '"0" is not valid; write a whole number from 1 to 3650'),
     ("PASSWORD_HASH_CONCURRENCY", "0", '"0" is not valid; write a whole number from 1 to 64'),
 ]
 # Any text is a valid value of these (a key's content is checked when the server starts).

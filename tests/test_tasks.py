@@ -34,7 +34,7 @@ async def test_create_returns_the_task_with_defaults_and_location(
     task = response.json()
     assert set(task) == {
         "id", "user_id", "title", "description", "completed", "completed_at",
-        "priority", "due_date", "created_at", "updated_at",
+        "priority", "due_date", "created_at", "updated_at", "version",
     }  # fmt: skip
     assert uuid.UUID(task["id"]).version == 4
     assert task["user_id"] == user.id
@@ -95,7 +95,7 @@ INVALID_BODIES: dict[str, Any] = {
     "due date impossible": {"title": "t", "due_date": "2026-02-30"},
     "due date as number": {"title": "t", "due_date": 20261201},
     "unknown field": {"title": "t", "colour": "red"},
-    "read-only id": {"title": "t", "id": str(uuid.uuid4())},
+    "id not a UUID": {"title": "t", "id": "x"},
     "read-only user_id": {"title": "t", "user_id": "someone"},
     "read-only created_at": {"title": "t", "created_at": "2026-11-26T20:22:38.427Z"},
     "read-only updated_at": {"title": "t", "updated_at": "2026-11-26T20:22:38.427Z"},
@@ -123,12 +123,24 @@ async def test_invalid_task_bodies_are_400_for_create_and_replace(
 async def test_read_only_fields_are_named_in_the_error(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:
+    # A new task's id may be chosen by its client; never a stored task's.
     response = await client.post(
-        user.tasks_url, json={"title": "t", "id": "x", "created_at": "y"}, headers=user.headers
+        user.tasks_url,
+        json={"title": "t", "user_id": "x", "created_at": "y"},
+        headers=user.headers,
     )
     problem = assert_problem(response, 400, "validation_error")
     assert "read-only" in str(problem["detail"])
-    assert "created_at, id" in str(problem["detail"])
+    assert "created_at, user_id" in str(problem["detail"])
+    task = await create(client, user)
+    replaced = await client.put(
+        f"{user.tasks_url}/{task['id']}",
+        json={"title": "t", "id": task["id"]},
+        headers=user.headers,
+    )
+    assert "read-only field(s) cannot be set: id" in str(
+        assert_problem(replaced, 400, "validation_error")["detail"]
+    )
 
 
 async def test_whitespace_title_says_it_must_not_be_empty(
@@ -358,7 +370,12 @@ async def test_patch_changes_only_the_fields_it_has(
     response = await client.patch(url, json={"title": "  New  "}, headers=user.headers)
     assert response.status_code == 200, response.text
     patched = response.json()
-    assert patched == {**task, "title": "New", "updated_at": patched["updated_at"]}
+    assert patched == {
+        **task,
+        "title": "New",
+        "updated_at": patched["updated_at"],
+        "version": task["version"] + 1,
+    }
     assert parse_time(patched["updated_at"]) > parse_time(task["updated_at"])
     assert (await client.get(url, headers=user.headers)).json() == patched
 
@@ -610,7 +627,9 @@ async def test_task_counter_matches_the_tasks(
     async with app.state.runtime.db.session(write=False) as session:
         stored = (await session.exec(select(User).where(User.id == user.id))).one()
         rows = (await session.exec(select(Task).where(Task.user_id == user.id))).all()
-    assert stored.task_count == len(rows) == 3
+    live = [row for row in rows if row.deleted_at is None]
+    assert stored.task_count == len(live) == 3
+    assert len(rows) == 5  # two in the trash
 
 
 async def test_concurrent_deletes_of_one_task_count_it_once(

@@ -1,11 +1,12 @@
 """The task routes, all under /api/{user_id}/tasks and all owner-scoped."""
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 
-from backend.dependencies import OwnerId, UnitDep, query_model
+from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
 from backend.errors import ValidationFailed
 from backend.infrastructure import SettingsDep
 from backend.openapi import (
@@ -19,6 +20,14 @@ from backend.openapi import (
     problem_responses,
     query_parameters,
     success_response,
+)
+from backend.preconditions import (
+    IfMatch,
+    IfNoneMatch,
+    if_match_versions,
+    list_etag,
+    none_match,
+    task_etag,
 )
 from backend.responses import json_response
 from backend.routing import OwnerScopedRoute
@@ -172,7 +181,11 @@ _list_query = query_model(TaskListQuery)
     },
 )
 async def list_tasks(
-    owner: OwnerId, unit: UnitDep, query: Annotated[TaskListQuery, Depends(_list_query)]
+    owner: OwnerId,
+    user: CurrentUser,
+    unit: UnitDep,
+    query: Annotated[TaskListQuery, Depends(_list_query)],
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The caller's tasks, filtered, sorted and paged.
 
@@ -182,8 +195,21 @@ async def list_tasks(
     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
     date come last in either direction. A query parameter not listed here is refused (400), and
     so are `due_after` and `due_before` in the wrong order.
+
+    The answer's weak `ETag` changes whenever any of the caller's tasks changes, or the query
+    does: with `If-None-Match`, an unchanged list is 304, without running the query.
     """
-    return json_response(await tasks.list_tasks(unit, owner, query))
+    etag = list_etag(user.revision, query.model_dump_json())
+    if none_match(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return json_response(await tasks.list_tasks(unit, owner, query), headers={"ETag": etag})
+
+
+def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> Response:
+    """A response carrying one task, with its ETag."""
+    return json_response(
+        task, status_code=status_code, headers={"ETag": task_etag(task.version), **headers}
+    )
 
 
 @router.post(
@@ -217,8 +243,7 @@ async def create_task(
 ) -> Response:
     """Create a task. The answer's `Location` header is the new task's URL."""
     task = await tasks.create_task(unit, owner, body, max_tasks=settings.max_tasks_per_user)
-    location = f"/api/{owner}/tasks/{task.id}"
-    return json_response(task, status_code=201, headers={"Location": location})
+    return _task_answer(task, status_code=201, Location=f"/api/{owner}/tasks/{task.id}")
 
 
 @router.get(
@@ -231,9 +256,15 @@ async def create_task(
         **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
-async def get_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Response:
-    """One task. A task that does not exist and another user's task are both 404."""
-    return json_response(await tasks.get_task(unit, owner, task_id))
+async def get_task(
+    owner: OwnerId, unit: UnitDep, task_id: TaskId, if_none_match: IfNoneMatch = None
+) -> Response:
+    """One task. A task that does not exist and another user's task are both 404. With
+    `If-None-Match` naming its current ETag, 304 and no body."""
+    task = await tasks.get_task(unit, owner, task_id)
+    if none_match(if_none_match, etag := task_etag(task.version)):
+        return Response(status_code=304, headers={"ETag": etag})
+    return _task_answer(task)
 
 
 @router.put(
@@ -244,14 +275,19 @@ async def get_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Response:
     responses=_changed_task_responses("The task as it now is."),
 )
 async def replace_task(
-    owner: OwnerId, unit: UnitDep, task_id: TaskId, body: TaskReplaceBody
+    owner: OwnerId,
+    unit: UnitDep,
+    task_id: TaskId,
+    body: TaskReplaceBody,
+    if_match: IfMatch = None,
 ) -> Response:
     """Replace every writable field; fields left out are reset to their defaults.
 
     Idempotent: repeating a PUT gives the same task, and a PUT that changes nothing leaves
     `updated_at` as it was. `completed_at` is kept by the server.
     """
-    return json_response(await tasks.replace_task(unit, owner, task_id, body))
+    versions = if_match_versions(if_match)
+    return _task_answer(await tasks.replace_task(unit, owner, task_id, body, if_match=versions))
 
 
 @router.patch(
@@ -267,14 +303,19 @@ async def replace_task(
     ),
 )
 async def patch_task(
-    owner: OwnerId, unit: UnitDep, task_id: TaskId, body: TaskPatchBody
+    owner: OwnerId,
+    unit: UnitDep,
+    task_id: TaskId,
+    body: TaskPatchBody,
+    if_match: IfMatch = None,
 ) -> Response:
     """Change the fields the body has and keep the others (JSON merge patch, RFC 7396).
 
     `null` clears `description` or `due_date`; `title`, `completed` and `priority` cannot be
     null, and `{}` is a 400. A patch that changes nothing leaves `updated_at` as it was.
     """
-    return json_response(await tasks.patch_task(unit, owner, task_id, body))
+    versions = if_match_versions(if_match)
+    return _task_answer(await tasks.patch_task(unit, owner, task_id, body, if_match=versions))
 
 
 @router.delete(
@@ -297,10 +338,23 @@ async def patch_task(
         ),
     },
 )
-async def delete_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Response:
-    """Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
-    whether another user has a task with this id."""
-    await tasks.delete_task(unit, owner, task_id)
+async def delete_task(
+    owner: OwnerId,
+    unit: UnitDep,
+    task_id: TaskId,
+    settings: SettingsDep,
+    if_match: IfMatch = None,
+) -> Response:
+    """Move a task to the trash. Idempotent: 204 whether or not the task existed, and never a
+    sign of whether another user has a task with this id."""
+    await tasks.delete_task(
+        unit,
+        owner,
+        task_id,
+        if_match=if_match_versions(if_match),
+        retention=timedelta(days=settings.trash_retention_days),
+        trash_cap=settings.max_tasks_per_user,
+    )
     return Response(status_code=204)
 
 
@@ -317,7 +371,12 @@ async def delete_task(owner: OwnerId, unit: UnitDep, task_id: TaskId) -> Respons
     ),
 )
 async def complete_task(
-    owner: OwnerId, unit: UnitDep, task_id: TaskId, request: Request, body: CompleteBody = None
+    owner: OwnerId,
+    unit: UnitDep,
+    task_id: TaskId,
+    request: Request,
+    body: CompleteBody = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """Without a body, toggle the task's state; with `{"completed": true|false}`, set it
     (idempotent). `{}` is a 400. `completed_at` follows the state."""
@@ -327,4 +386,7 @@ async def complete_task(
             "must be {completed: bool}, or left out", loc=("body",), type_="model_type"
         )
     completed = None if body is None else body.completed
-    return json_response(await tasks.set_completed(unit, owner, task_id, completed))
+    versions = if_match_versions(if_match)
+    return _task_answer(
+        await tasks.set_completed(unit, owner, task_id, completed, if_match=versions)
+    )

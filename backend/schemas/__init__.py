@@ -49,7 +49,12 @@ from backend.schemas.examples import (
     USER_EXAMPLE,
 )
 from backend.schemas.tasks import (
+    Change,
+    ChangesPage,
+    ChangesQuery,
+    ClearedTasks,
     CompleteRequest,
+    DeleteChange,
     Description,
     DueDate,
     ExportDocument,
@@ -63,6 +68,10 @@ from backend.schemas.tasks import (
     TaskStatus,
     TaskWrite,
     Title,
+    TrashedTask,
+    TrashPage,
+    TrashQuery,
+    UpsertChange,
 )
 
 __all__ = [
@@ -78,7 +87,12 @@ __all__ = [
     "WHITESPACE",
     "AccountDeletion",
     "AuthResponse",
+    "Change",
+    "ChangesPage",
+    "ChangesQuery",
+    "ClearedTasks",
     "CompleteRequest",
+    "DeleteChange",
     "Description",
     "DisplayName",
     "DueDate",
@@ -108,6 +122,10 @@ __all__ = [
     "TimeZoneName",
     "Timestamp",
     "Title",
+    "TrashPage",
+    "TrashQuery",
+    "TrashedTask",
+    "UpsertChange",
     "UserRead",
     "format_timestamp",
     "is_unicode_text",

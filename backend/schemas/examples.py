@@ -34,12 +34,14 @@ TASK_EXAMPLE: dict[str, Any] = {
     "due_date": "2026-12-01",
     "created_at": "2026-11-26T20:22:38.427Z",
     "updated_at": "2026-11-26T20:22:38.427Z",
+    "version": 1,
 }
 COMPLETED_TASK_EXAMPLE: dict[str, Any] = {
     **TASK_EXAMPLE,
     "completed": True,
     "completed_at": "2026-11-27T08:15:02.113Z",
     "updated_at": "2026-11-27T08:15:02.113Z",
+    "version": 2,
 }
 TASK_PAGE_EXAMPLE: dict[str, Any] = {"items": [TASK_EXAMPLE], "total": 1, "limit": 20, "offset": 0}
 JWKS_EXAMPLE: dict[str, Any] = {

@@ -74,12 +74,20 @@ class TaskWrite(RequestModel):
 
 
 class TaskCreate(TaskWrite):
-    """A new task: `title` is required, the other fields have defaults."""
+    """A new task: `title` is required, the other fields have defaults. `id` may be chosen by
+    the client (a task created offline keeps its id): 409 `task_exists` when any task, live or
+    in the trash, has it."""
 
+    read_only_fields: ClassVar[frozenset[str]] = TaskWrite.read_only_fields - {"id"}
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"title": "Buy milk", "priority": "high", "due_date": "2026-12-01"}]
         }
+    )
+
+    id: uuid.UUID | None = Field(
+        default=None,
+        description="The new task's id, if the client chooses it (a UUID); the server's otherwise.",
     )
 
 
@@ -148,6 +156,67 @@ class TaskRead(BaseModel):
     due_date: date | None = Field(examples=["2026-12-01"])
     created_at: Timestamp
     updated_at: Timestamp
+    version: int = Field(
+        description='1 at creation, + 1 with every change; the task\'s ETag is `"<version>"`.',
+        examples=[1],
+    )
+
+
+class TrashedTask(TaskRead):
+    deleted_at: Timestamp = Field(description="When the task went to the trash.")
+
+
+class TrashPage(BaseModel):
+    items: list[TrashedTask]
+    total: int = Field(description="How many tasks the trash holds.")
+    limit: int
+    offset: int
+
+
+class TrashQuery(BaseModel):
+    """A page of the trash, latest deletion first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class ClearedTasks(BaseModel):
+    deleted: int = Field(description="How many completed tasks went to the trash.")
+
+
+class UpsertChange(BaseModel):
+    op: Literal["upsert"]
+    task: TaskRead = Field(description="The task as it is now.")
+
+
+class DeleteChange(BaseModel):
+    op: Literal["delete"]
+    id: uuid.UUID = Field(description="The task that went to the trash, or is gone.")
+
+
+Change = Annotated[UpsertChange | DeleteChange, Field(discriminator="op")]
+
+
+class ChangesPage(BaseModel):
+    changes: list[Change] = Field(description="Oldest change first; each task at most once.")
+    next: str = Field(description="The cursor to ask from next time (`since`).")
+    has_more: bool = Field(description="Whether more changes are waiting: ask again at once.")
+
+
+class ChangesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="The `next` of an earlier answer; without it, a full sync (every live task).",
+    )
+    limit: int = Field(default=500, ge=1, le=1000)
+
+
+class ExportedTask(TaskRead):
+    deleted_at: Timestamp | None = Field(description="When the task went to the trash, if it did.")
 
 
 class ExportDocument(BaseModel):
@@ -156,7 +225,9 @@ class ExportDocument(BaseModel):
     format: Literal["todo-api/1"] = Field(description="The version of this document's shape.")
     exported_at: Timestamp
     user: UserRead
-    tasks: list[TaskRead] = Field(description="Every task of the user, oldest first.")
+    tasks: list[ExportedTask] = Field(
+        description="Every task of the user, the trash's too, oldest first."
+    )
 
 
 class TaskPage(BaseModel):

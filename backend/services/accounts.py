@@ -160,8 +160,13 @@ async def _check_password(
 # --- Export -----------------------------------------------------------------------------------
 
 _t = TASKS.c
-# Every column of a task but the folded copies that only search reads.
-_EXPORTED = tuple(column for column in TASKS.columns if not column.name.endswith("_folded"))
+# Every column of a task (the trash's too) but the folded copies that only search reads, and
+# the revision, the changes feed's internal clock.
+_EXPORTED = tuple(
+    column
+    for column in TASKS.columns
+    if not column.name.endswith("_folded") and column.name != "revision"
+)
 _EXPORT_FIRST = (
     select(*_EXPORTED)
     .where(_t.user_id == sa.bindparam("owner_id"))

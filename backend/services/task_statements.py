@@ -32,7 +32,7 @@ WRITABLE = ("title", "description", "completed", "priority", "due_date")
 FOLDED = ("title_folded", "description_folded")
 COLUMNS = tuple(column for column in TASKS.columns if column.name not in FOLDED)
 NOW = sa.bindparam("now", type_=UTCDateTime())
-OWNER = sa.bindparam("owner_id")
+OWNER: sa.BindParameter[str] = sa.bindparam("owner_id", type_=sa.String())
 BY_ID = t.id == sa.bindparam("task_id")
 
 
@@ -72,7 +72,7 @@ MATCHES = sa.or_(
 # The owner's next revision (SQLite: run first, in the write's transaction). The row stays
 # locked until the transaction ends, so revisions are taken, and committed, one after another.
 BUMP = update(USERS).where(u.id == OWNER).values(revision=u.revision + 1).returning(u.revision)
-_BUMPED = BUMP.cte("bumped")
+_BUMPED = BUMP.returning(u.id.label("owner")).cte("bumped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,10 @@ class Stamped:
     sqlite: Executable
 
     @classmethod
-    def build(cls, write: Callable[[ColumnElement[int]], Executable]) -> "Stamped":
-        return cls(write(_BUMPED.c.revision), write(sa.bindparam("revision", type_=sa.BigInteger)))
+    def build(cls, write: Callable[[ColumnElement[int]], Any]) -> "Stamped":
+        # PostgreSQL's joins the bumped row by its owner (one row: the statement's own user).
+        postgresql = write(_BUMPED.c.revision).where(t.user_id == _BUMPED.c.owner)
+        return cls(postgresql, write(sa.bindparam("revision", type_=sa.BigInteger)))
 
 
 # --- reads ----------------------------------------------------------------------------------
@@ -172,25 +174,29 @@ def _update(revision: ColumnElement[int]) -> Executable:
 
 UPDATE = Stamped.build(_update)
 TOGGLE = Stamped.build(
-    lambda revision: update(TASKS)
-    .where(owned(BY_ID, MATCHES))
-    .values(
-        completed=sa.not_(t.completed),
-        completed_at=sa.case((t.completed, sa.null()), else_=NOW),
-        updated_at=NOW,
-        version=t.version + 1,
-        revision=revision,
+    lambda revision: (
+        update(TASKS)
+        .where(owned(BY_ID, MATCHES))
+        .values(
+            completed=sa.not_(t.completed),
+            completed_at=sa.case((t.completed, sa.null()), else_=NOW),
+            updated_at=NOW,
+            version=t.version + 1,
+            revision=revision,
+        )
+        .returning(*COLUMNS)
     )
-    .returning(*COLUMNS)
 )
 
 # --- the trash ------------------------------------------------------------------------------
 
 TRASH = Stamped.build(
-    lambda revision: update(TASKS)
-    .where(owned(BY_ID, MATCHES))
-    .values(deleted_at=NOW, version=t.version + 1, revision=revision)
-    .returning(t.id)
+    lambda revision: (
+        update(TASKS)
+        .where(owned(BY_ID, MATCHES))
+        .values(deleted_at=NOW, version=t.version + 1, revision=revision)
+        .returning(t.id)
+    )
 )
 TRASH_COMPLETED = (
     update(TASKS)
@@ -209,6 +215,14 @@ RESTORE = (
     .returning(*COLUMNS)
 )
 IN_TRASH = select(t.id).where(owned_trash(BY_ID))
+TRASH_COUNT = select(sa.func.count().label("total")).select_from(TASKS).where(owned_trash())
+TRASH_PAGE = (
+    select(*COLUMNS)
+    .where(owned_trash())
+    .order_by(t.deleted_at.desc(), t.id.desc())
+    .limit(sa.bindparam("limit"))
+    .offset(sa.bindparam("offset"))
+)
 # Purging forgets deletions: the owner's sync horizon moves up to the newest one purged.
 PURGE_ONE = delete(TASKS).where(owned_trash(BY_ID)).returning(t.revision)
 PURGE_ALL = delete(TASKS).where(owned_trash()).returning(t.revision)
@@ -228,9 +242,7 @@ PURGE_EXPIRED = (
 )
 _HORIZON = sa.bindparam("horizon", type_=sa.BigInteger)
 MOVE_HORIZON = (
-    update(USERS)
-    .where(u.id == OWNER, u.sync_horizon < _HORIZON)
-    .values(sync_horizon=_HORIZON)
+    update(USERS).where(u.id == OWNER, u.sync_horizon < _HORIZON).values(sync_horizon=_HORIZON)
 )
 # Every user whose trash has expired tasks or is over the cap (for `todo-api purge`).
 OWNERS_TO_PURGE = (

@@ -28,10 +28,19 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import Executable
 
-from backend.db import UnitOfWork, Work
+from backend.db import Database, UnitOfWork, Work
 from backend.errors import NotFound, PreconditionFailed, TaskExists, TooManyTasks
 from backend.models import utcnow
-from backend.schemas import TaskCreate, TaskListQuery, TaskPage, TaskPatch, TaskRead, TaskWrite
+from backend.schemas import (
+    TaskCreate,
+    TaskListQuery,
+    TaskPage,
+    TaskPatch,
+    TaskRead,
+    TaskWrite,
+    TrashPage,
+    TrashQuery,
+)
 from backend.services import task_statements as q
 from backend.services.task_lists import list_statements
 
@@ -312,6 +321,18 @@ async def restore_task(
     return _read(rows[0])
 
 
+async def list_trash(unit: UnitOfWork, owner_id: str, query: TrashQuery) -> TrashPage:
+    """A page of the trash, latest deletion first."""
+    work = await unit.read()
+    total: int = (await _rows(work, q.TRASH_COUNT, owner_id))[0]["total"]
+    rows: list[dict[str, Any]] = []
+    if query.offset < total:
+        rows = await _rows(work, q.TRASH_PAGE, owner_id, limit=query.limit, offset=query.offset)
+    return TrashPage.model_validate(
+        {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
+    )
+
+
 async def _forget(work: Work, owner_id: str, purged: list[dict[str, Any]]) -> int:
     """Move the owner's sync horizon past the deletions just purged."""
     if purged:
@@ -345,3 +366,18 @@ async def purge_expired(
     async with unit.transaction() as work:
         purged = await _rows(work, q.PURGE_EXPIRED, owner_id, cutoff=cutoff, cap=trash_cap)
         return await _forget(work, owner_id, purged)
+
+
+async def purge_every_expired(database: Database, *, retention: timedelta, trash_cap: int) -> int:
+    """`purge_expired` for every user whose trash needs it (`todo-api purge`), one user per
+    transaction; how many tasks."""
+    cutoff = utcnow() - retention
+    async with database.reading() as work:
+        owners = await work.rows(q.OWNERS_TO_PURGE, {"cutoff": cutoff, "cap": trash_cap})
+    purged = 0
+    for row in owners:
+        async with database.unit(write=True) as unit:
+            purged += await purge_expired(
+                unit, row["user_id"], retention=retention, trash_cap=trash_cap
+            )
+    return purged

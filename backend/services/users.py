@@ -35,6 +35,8 @@ class Account:
     time_zone: str
     created_at: datetime
     tokens_valid_after: datetime | None
+    # The revision of the user's tasks when the request began (see services/changes.py).
+    revision: int
 
 
 # Table columns (Core), not ORM attributes: this query runs on every authenticated request.
@@ -46,6 +48,7 @@ _ACCOUNT_COLUMNS: tuple[Any, ...] = (
     USERS.c.time_zone,
     USERS.c.created_at,
     USERS.c.tokens_valid_after,
+    USERS.c.revision,
 )
 
 
@@ -58,6 +61,7 @@ def account_of(user: User) -> Account:
         user.time_zone,
         user.created_at,
         user.tokens_valid_after,
+        user.revision,
     )
 
 
@@ -229,6 +233,8 @@ _PROVISION = insert(USERS).values(
     name=sa.bindparam("name"),
     time_zone="UTC",
     task_count=0,
+    revision=0,
+    sync_horizon=0,
     created_at=sa.bindparam("now", type_=UTCDateTime()),
     updated_at=sa.bindparam("now", type_=UTCDateTime()),
 )
