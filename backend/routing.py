@@ -33,7 +33,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import exc as sa_exc
 
 from backend.context import RequestContext
-from backend.db import READ_ONLY_METHODS
+from backend.db import READ_ONLY_METHODS, UnitOfWork
 from backend.dependencies import BEARER_SCHEME, authenticate, get_current_user, limit
 from backend.errors import Forbidden, is_transient_conflict
 from backend.infrastructure import get_database, get_limiter, provided
@@ -87,12 +87,19 @@ class ApiRoute(APIRoute):
             database = await provided(request, get_database)
 
             async def attempt() -> Response:
-                async with database.unit(write=write) as unit:
+                # `Database.unit()` by hand (no context-manager frames on the hot path).
+                unit = UnitOfWork(database, write=write)
+                try:
                     context = RequestContext(unit, principal, response_headers=dict(headers))
                     context.install(request.scope)
                     if principal is not None:
                         context.account = await users.account_for_token(unit, principal)
-                    return await handler(request)
+                    response = await handler(request)
+                except BaseException as exc:
+                    await unit.close(exc)
+                    raise
+                await unit.close(None)
+                return response
 
             return await _retrying_conflicts(attempt)
 

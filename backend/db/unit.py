@@ -25,7 +25,7 @@ changes feed and conditional requests will hook in.
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Executable, text
@@ -59,8 +59,7 @@ class _Turns:
         self._free = asyncio.Semaphore(capacity)
         self._timeout_seconds = timeout_seconds
 
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    async def take(self) -> None:
         if self._free.locked():
             try:
                 async with asyncio.timeout(self._timeout_seconds):
@@ -71,10 +70,17 @@ class _Turns:
                 ) from None
         else:
             await self._free.acquire()  # free: returns at once
+
+    def give_back(self) -> None:
+        self._free.release()
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        await self.take()
         try:
             yield
         finally:
-            self._free.release()
+            self.give_back()
 
 
 class SecondStatement(RuntimeError):
@@ -135,7 +141,6 @@ class UnitOfWork:
     def __init__(self, database: "Database", *, write: bool) -> None:
         self._database = database
         self._write = write
-        self._resources: AsyncExitStack | None = None
         self._connection: AsyncConnection | None = None
         self._reader: Work | None = None
         self._session: AsyncSession | None = None
@@ -145,17 +150,16 @@ class UnitOfWork:
         return self._database.dialect
 
     async def _connect(self) -> AsyncConnection:
+        # Taken and given back by hand rather than with context managers: this runs on every
+        # request, and each `async with` layer costs a generator and its frames.
         if self._connection is None:
-            resources = AsyncExitStack()
-            await resources.enter_async_context(self._database._turns.turn())
+            turns = self._database._turns
+            await turns.take()
             try:
-                self._connection = await resources.enter_async_context(
-                    self._database._reader_engine.connect()
-                )
+                self._connection = await self._database._reader_engine.connect()
             except BaseException:
-                await resources.aclose()
+                turns.give_back()
                 raise
-            self._resources = resources
         return self._connection
 
     async def read(self) -> Work:
@@ -225,9 +229,12 @@ class UnitOfWork:
         finally:
             if self._reader is not None:
                 self._reader.end()
-            if self._resources is not None:
-                resources, self._resources, self._connection = self._resources, None, None
-                await resources.aclose()
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                try:
+                    await connection.close()
+                finally:
+                    self._database._turns.give_back()
 
 
 class Database:
