@@ -68,6 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "auth", "description": "Accounts, sign-in and tokens."},
             {"name": "tasks", "description": "A user's own tasks."},
+            {
+                "name": "sync",
+                "description": "Staying in sync: the changes feed, the trash, clearing completed "
+                "tasks.",
+            },
             {"name": "operations", "description": "Health and readiness probes."},
         ],
     )

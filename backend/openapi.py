@@ -143,6 +143,14 @@ HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "string"},
     },
+    "ETag": {
+        "description": 'The task\'s version, as a strong entity tag (`"3"`): send it back in '
+        "`If-Match` to write only that version, or in `If-None-Match` to be told (304) that "
+        "it is still current. A list's is weak, and moves with any change of the caller's "
+        "tasks.",
+        "required": True,
+        "schema": {"type": "string", "examples": ['"3"']},
+    },
     "Location": {
         "description": "The new resource's URL.",
         "required": True,
@@ -188,6 +196,13 @@ def success_response(
     if links:
         response["links"] = dict(links)
     return {status: response}
+
+
+def not_modified(what: str) -> dict[int | str, dict[str, Any]]:
+    """The 304 of a GET that honours `If-None-Match`."""
+    return success_response(
+        304, description=f"{what} is unchanged since that ETag: no body.", headers=("ETag",)
+    )
 
 
 def link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
@@ -261,7 +276,7 @@ def _problem_example(code: str, invalid: tuple[list[str], str, str]) -> dict[str
     )
     if "errors" in value:
         value["errors"] = value.pop("errors")  # listed last in the published document
-    return {"summary": detail, "value": value}
+    return {"summary": detail, _VALUE_JSON: json.dumps(value)}  # its nulls kept (`_rewrite`)
 
 
 class PreconditionProblem(Problem):
@@ -281,8 +296,8 @@ def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema of a body that may be left out, without FastAPI's `null` alternative: a body
-    `null` is not "no body" (it is a 400)."""
+    """The schema of a body (or a header) that may be left out, without FastAPI's `null`
+    alternative: a body `null` is not "no body" (it is a 400)."""
     alternatives = [s for s in schema.get("anyOf", ()) if s != {"type": "null"}]
     if len(alternatives) != 1:
         return schema
@@ -299,6 +314,10 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
             operation.get("parameters", []).sort(
                 key=lambda p: path.find("{" + p["name"] + "}") if p["in"] == "path" else len(path)
             )
+            for parameter in operation.get("parameters", []):
+                # An optional header is left out, never sent as `null`.
+                if parameter["in"] == "header" and "schema" in parameter:
+                    parameter["schema"] = _not_null(parameter["schema"])
             request_body = operation.get("requestBody", {})
             if not request_body.get("required", False):
                 for media in request_body.get("content", {}).values():
@@ -327,11 +346,12 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
         schemas.setdefault(name, schema)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    if "Problem" in schemas:
-        problem = schemas["Problem"]
-        problem["properties"]["code"]["description"] = PROBLEM_CODE_DESCRIPTION
-        # Every problem carries every member but `errors` (`type` too, though it has a default).
-        problem["required"] = [name for name in problem["properties"] if name != "errors"]
+    for name in ("Problem", "PreconditionProblem"):
+        if name in schemas:
+            problem = schemas[name]
+            problem["properties"]["code"]["description"] = PROBLEM_CODE_DESCRIPTION
+            # Every problem carries every member but `errors` (`type` too, despite its default).
+            problem["required"] = [key for key in problem["properties"] if key != "errors"]
     return document
 
 

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from backend.config import Settings
 from backend.infrastructure import runtime_of
 from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
-from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, client_for, running_app
-from tests.helpers import assert_problem
+from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, client_for, running_app, sign_up
+from tests.helpers import assert_problem, create
 from tests.live import free_port
 
 
@@ -43,10 +43,23 @@ async def test_the_documents_examples_have_the_members_of_real_error_responses(
         400,
         "validation_error",
     )
+    user = await sign_up(client)
+    task = await create(client, user)
+    stale = await client.put(
+        f"{user.tasks_url}/{task['id']}",
+        json={"title": "x"},
+        headers={**user.headers, "If-Match": '"9"'},
+    )
+    precondition = assert_problem(stale, 412, "precondition_failed")
     examples = _problem_examples(app.openapi())
-    assert {example["code"] for example in examples} >= {"not_found", "validation_error"}
+    assert {example["code"] for example in examples} >= {
+        "not_found",
+        "validation_error",
+        "precondition_failed",
+    }
+    real_of = {"validation_error": invalid, "precondition_failed": precondition}
     for example in examples:
-        real = invalid if example["code"] == "validation_error" else not_found
+        real = real_of.get(example["code"], not_found)
         assert set(example) == set(real), example["code"]
 
 

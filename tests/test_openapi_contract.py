@@ -38,6 +38,7 @@ CLIENT = ROOT / "clients" / "typescript"
 SCHEMA_D_TS = CLIENT / "schema.d.ts"
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PRECONDITION_REF = {"$ref": "#/components/schemas/PreconditionProblem"}
 
 # Every status each operation can answer: the contract, route by route.
 BEARER = {401, 403, 503}
@@ -59,13 +60,19 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "resetPassword": {200, 400, 429, 503} | BODY,
     "exportData": {200} | OWNER,
     "getJwks": {200},
-    "listTasks": {200} | OWNER,
+    "listTasks": {200, 304} | OWNER,
     "createTask": {201, 409, 429} | OWNER | BODY,
-    "getTask": {200, 404} | OWNER,
-    "replaceTask": {200, 404, 429} | OWNER | BODY,
-    "patchTask": {200, 404, 429} | OWNER | BODY,
-    "deleteTask": {204, 429} | OWNER,
-    "completeTask": {200, 404, 429} | OWNER | BODY,
+    "getTask": {200, 304, 404} | OWNER,
+    "replaceTask": {200, 404, 412, 429} | OWNER | BODY,
+    "patchTask": {200, 404, 412, 429} | OWNER | BODY,
+    "deleteTask": {204, 412, 429} | OWNER,
+    "completeTask": {200, 404, 412, 429} | OWNER | BODY,
+    "listChanges": {200, 410} | OWNER,
+    "listTrash": {200} | OWNER,
+    "restoreTask": {200, 404, 409, 429} | OWNER,
+    "purgeTask": {204, 429} | OWNER,
+    "emptyTrash": {204, 429} | OWNER,
+    "clearCompleted": {200, 429} | OWNER,
 }
 PUBLIC_OPERATIONS = {
     "health",
@@ -91,6 +98,10 @@ RATE_LIMITED = {
     "patchTask",
     "deleteTask",
     "completeTask",
+    "restoreTask",
+    "purgeTask",
+    "emptyTrash",
+    "clearCompleted",
 }
 
 
@@ -194,7 +205,9 @@ def test_errors_are_problem_json_with_an_example_per_code(
             where = f"{operation['operationId']} {status}"
             assert list(response["content"]) == [PROBLEM_JSON], where
             content = response["content"][PROBLEM_JSON]
-            assert content["schema"] == PROBLEM_REF, where
+            # A 412 carries the task as it is now (`current`) besides the problem's members.
+            expected = PRECONDITION_REF if status == "412" else PROBLEM_REF
+            assert content["schema"] == expected, where
             codes = set(content["examples"])
             assert codes and all(f"`{code}`" in response["description"] for code in codes), where
             for code, example in content["examples"].items():

@@ -103,9 +103,9 @@ async def test_if_match_compares_strongly_and_refuses_what_is_not_a_list_of_etag
             url, json={"title": "x"}, headers={**user.headers, "If-Match": malformed}
         )
         problem = assert_problem(response, 400, "validation_error")
-        assert problem["errors"] == [
-            {"loc": ["header", "If-Match"], "msg": problem["detail"], "type": "value_error"}
-        ]
+        errors = problem["errors"]
+        assert isinstance(errors, list)
+        assert [error["loc"] for error in errors] == [["header", "If-Match"]]
     assert (await client.get(url, headers=user.headers)).json()["version"] == 1
 
 

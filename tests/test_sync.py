@@ -448,3 +448,15 @@ def test_existing_tasks_get_versions_and_revisions_in_the_order_they_changed(
         "d": (1, 1, None),
     }
     assert stored_users == {"u1": (3, 0), "u2": (1, 0), "u3": (0, 0)}
+
+
+async def test_clear_completed_takes_post_only(client: httpx.AsyncClient, user: SignedUp) -> None:
+    """`/tasks/clear-completed` is not a task id: other methods are 405, not a malformed id."""
+    for method in ("GET", "PUT", "PATCH", "DELETE"):
+        response = await client.request(
+            method, f"{user.tasks_url}/clear-completed", headers=user.headers
+        )
+        assert_problem(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == "POST"
+    malformed = await client.get(f"{user.tasks_url}/clear-completed-not", headers=user.headers)
+    assert_problem(malformed, 400, "validation_error")

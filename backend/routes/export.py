@@ -17,7 +17,7 @@ _EXPORT_EXAMPLE = {
     "format": accounts.EXPORT_FORMAT,
     "exported_at": "2026-12-10T09:30:00.000Z",
     "user": USER_EXAMPLE,
-    "tasks": [TASK_EXAMPLE],
+    "tasks": [{**TASK_EXAMPLE, "deleted_at": None}],
 }
 
 

@@ -34,6 +34,7 @@ from backend.services import changes, tasks
 
 router = APIRouter(prefix="/api/{user_id}", tags=["sync"], route_class=OwnerScopedRoute)
 
+
 TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
 _OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
 _LIMITED = {429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."}

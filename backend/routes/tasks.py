@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
 from backend.errors import ValidationFailed
@@ -17,6 +18,7 @@ from backend.openapi import (
     RATE_LIMIT_HEADERS,
     body_examples,
     link,
+    not_modified,
     problem_responses,
     query_parameters,
     success_response,
@@ -53,6 +55,22 @@ router = APIRouter(
 
 TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
 
+
+class _TaskIdSegment(Convertor[str]):
+    """`{task_id:task_id}`: any path segment but the names of the task collection's own routes
+    (`/tasks/clear-completed`), so that another method on those is 405, not a malformed id."""
+
+    regex = r"(?!clear-completed$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", _TaskIdSegment())
+
 # Every task route can refuse a token (401), a foreign `{user_id}` (403) and malformed input.
 _OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
 
@@ -86,12 +104,13 @@ def _changed_task_responses(
             200,
             description=description,
             example=COMPLETED_TASK_EXAMPLE,
-            headers=RATE_LIMIT_HEADERS,
+            headers=("ETag", *RATE_LIMIT_HEADERS),
             links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
         ),
         **problem_responses(
             *_OWNER_ERRORS,
             "not_found",
+            "precondition_failed",
             "rate_limited",
             *BODY_ERRORS,
             descriptions=descriptions,
@@ -168,8 +187,12 @@ _list_query = query_model(TaskListQuery)
     openapi_extra={"parameters": query_parameters(TaskListQuery)},
     responses={
         **success_response(
-            200, description="One page of the caller's tasks.", example=TASK_PAGE_EXAMPLE
+            200,
+            description="One page of the caller's tasks.",
+            example=TASK_PAGE_EXAMPLE,
+            headers=("ETag",),
         ),
+        **not_modified("No task of the caller's has changed, and the query is the same: the list"),
         **problem_responses(
             *_OWNER_ERRORS,
             descriptions={
@@ -223,16 +246,18 @@ def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> R
             201,
             description="The task is created; `Location` is its URL.",
             example=TASK_EXAMPLE,
-            headers=("Location", *RATE_LIMIT_HEADERS),
+            headers=("Location", "ETag", *RATE_LIMIT_HEADERS),
             links=_TASK_LINKS,
         ),
         **problem_responses(
             *_OWNER_ERRORS,
             "too_many_tasks",
+            "task_exists",
             "rate_limited",
             *BODY_ERRORS,
             descriptions={
-                409: "The account's task limit is reached (`MAX_TASKS_PER_USER`).",
+                409: "The account's task limit is reached (`MAX_TASKS_PER_USER`), or a task "
+                "with the `id` the client chose exists (in the trash too).",
                 429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`).",
             },
         ),
@@ -247,12 +272,13 @@ async def create_task(
 
 
 @router.get(
-    "/{task_id}",
+    "/{task_id:task_id}",
     response_model=TaskRead,
     summary="Get a task",
     operation_id="getTask",
     responses={
-        **success_response(200, description="The task.", example=TASK_EXAMPLE),
+        **success_response(200, description="The task.", example=TASK_EXAMPLE, headers=("ETag",)),
+        **not_modified("The task"),
         **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
@@ -268,7 +294,7 @@ async def get_task(
 
 
 @router.put(
-    "/{task_id}",
+    "/{task_id:task_id}",
     response_model=TaskRead,
     summary="Replace a task",
     operation_id="replaceTask",
@@ -291,7 +317,7 @@ async def replace_task(
 
 
 @router.patch(
-    "/{task_id}",
+    "/{task_id:task_id}",
     response_model=TaskRead,
     summary="Change some fields of a task",
     operation_id="patchTask",
@@ -319,7 +345,7 @@ async def patch_task(
 
 
 @router.delete(
-    "/{task_id}",
+    "/{task_id:task_id}",
     status_code=204,
     response_class=Response,
     summary="Delete a task",
@@ -327,11 +353,12 @@ async def patch_task(
     responses={
         **success_response(
             204,
-            description="The task is gone (or was never there).",
+            description="The task is in the trash (or was never there).",
             headers=RATE_LIMIT_HEADERS,
         ),
         **problem_responses(
             *_OWNER_ERRORS,
+            "precondition_failed",
             "rate_limited",
             descriptions={429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."},
             invalid=INVALID_ID,
@@ -359,7 +386,7 @@ async def delete_task(
 
 
 @router.patch(
-    "/{task_id}/complete",
+    "/{task_id:task_id}/complete",
     response_model=TaskRead,
     summary="Complete, reopen or toggle a task",
     operation_id="completeTask",

@@ -21,6 +21,9 @@ export interface paths {
          *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
          *     date come last in either direction. A query parameter not listed here is refused (400), and
          *     so are `due_after` and `due_before` in the wrong order.
+         *
+         *     The answer's weak `ETag` changes whenever any of the caller's tasks changes, or the query
+         *     does: with `If-None-Match`, an unchanged list is 304, without running the query.
          */
         get: operations["listTasks"];
         put?: never;
@@ -44,7 +47,8 @@ export interface paths {
         };
         /**
          * Get a task
-         * @description One task. A task that does not exist and another user's task are both 404.
+         * @description One task. A task that does not exist and another user's task are both 404. With
+         *     `If-None-Match` naming its current ETag, 304 and no body.
          */
         get: operations["getTask"];
         /**
@@ -58,8 +62,8 @@ export interface paths {
         post?: never;
         /**
          * Delete a task
-         * @description Delete a task. Idempotent: 204 whether or not the task existed, and never a sign of
-         *     whether another user has a task with this id.
+         * @description Move a task to the trash. Idempotent: 204 whether or not the task existed, and never a
+         *     sign of whether another user has a task with this id.
          */
         delete: operations["deleteTask"];
         options?: never;
@@ -93,6 +97,119 @@ export interface paths {
          *     (idempotent). `{}` is a 400. `completed_at` follows the state.
          */
         patch: operations["completeTask"];
+        trace?: never;
+    };
+    "/api/{user_id}/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What changed since a cursor
+         * @description Every change to the caller's tasks after the cursor `since`, oldest first: `upsert`
+         *     with the task as it is now, or `delete` with its id; a task changed several times appears
+         *     once. Store `next` and ask with it later: nothing is ever missed, whatever the timing of
+         *     concurrent writes. `has_more` says that more are waiting now.
+         *
+         *     Without `since`, a full sync: every live task as an upsert (and the deletions that happen
+         *     while the pages are read). A cursor older than what purging the trash has kept is 410
+         *     `sync_expired`: sync again without `since`.
+         */
+        get: operations["listChanges"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/trash": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the trash
+         * @description The deleted tasks, with `deleted_at`, latest deletion first. A task stays in the trash
+         *     `TRASH_RETENTION_DAYS`; the trash holds at most `MAX_TASKS_PER_USER` tasks (the oldest
+         *     deletions are purged beyond).
+         */
+        get: operations["listTrash"];
+        put?: never;
+        post?: never;
+        /**
+         * Empty the trash
+         * @description Delete every task of the trash for good.
+         */
+        delete: operations["emptyTrash"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/trash/{task_id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a task from the trash
+         * @description Bring a deleted task back; it counts against the task limit again.
+         */
+        post: operations["restoreTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/trash/{task_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Purge a task from the trash
+         * @description Delete a task of the trash for good. Idempotent: 204 whether or not it was there.
+         */
+        delete: operations["purgeTask"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/tasks/clear-completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move the completed tasks to the trash
+         * @description Move every completed task to the trash, as one change.
+         */
+        post: operations["clearCompleted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/{user_id}/export": {
@@ -457,10 +574,50 @@ export interface components {
              */
             refresh_expires_in: number;
         };
+        /** ChangesPage */
+        ChangesPage: {
+            /**
+             * Changes
+             * @description Oldest change first; each task at most once.
+             */
+            changes: (components["schemas"]["UpsertChange"] | components["schemas"]["DeleteChange"])[];
+            /**
+             * Next
+             * @description The cursor to ask from next time (`since`).
+             */
+            next: string;
+            /**
+             * Has More
+             * @description Whether more changes are waiting: ask again at once.
+             */
+            has_more: boolean;
+        };
+        /** ClearedTasks */
+        ClearedTasks: {
+            /**
+             * Deleted
+             * @description How many completed tasks went to the trash.
+             */
+            deleted: number;
+        };
         /** CompleteRequest */
         CompleteRequest: {
             /** Completed */
             completed: boolean;
+        };
+        /** DeleteChange */
+        DeleteChange: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            op: "delete";
+            /**
+             * Id
+             * Format: uuid
+             * @description The task that went to the trash, or is gone.
+             */
+            id: string;
         };
         /**
          * ExportDocument
@@ -481,9 +638,63 @@ export interface components {
             user: components["schemas"]["UserRead"];
             /**
              * Tasks
-             * @description Every task of the user, oldest first.
+             * @description Every task of the user, the trash's too, oldest first.
              */
-            tasks: components["schemas"]["TaskRead"][];
+            tasks: components["schemas"]["ExportedTask"][];
+        };
+        /** ExportedTask */
+        ExportedTask: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** User Id */
+            user_id: string;
+            /**
+             * Title
+             * @example Buy milk
+             */
+            title: string;
+            /**
+             * Description
+             * @example null
+             */
+            description: string | null;
+            /** Completed */
+            completed: boolean;
+            /**
+             * Completed At
+             * @example null
+             */
+            completed_at: string | null;
+            priority: components["schemas"]["Priority"];
+            /**
+             * Due Date
+             * @example 2026-12-01
+             */
+            due_date: string | null;
+            /**
+             * Created At
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            updated_at: string;
+            /**
+             * Version
+             * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
+             * @example 1
+             */
+            version: number;
+            /**
+             * Deleted At
+             * @description When the task went to the trash, if it did.
+             */
+            deleted_at: string | null;
         };
         /** ForgotPasswordRequest */
         ForgotPasswordRequest: {
@@ -555,6 +766,50 @@ export interface components {
             new_password: string;
         };
         /**
+         * PreconditionProblem
+         * @description A 412: the problem, and the task as it is now.
+         */
+        PreconditionProblem: {
+            /**
+             * Type
+             * @default about:blank
+             * @example about:blank
+             */
+            type: string;
+            /**
+             * Title
+             * @example Bad Request
+             */
+            title: string;
+            /**
+             * Status
+             * @example 400
+             */
+            status: number;
+            /**
+             * Detail
+             * @example body.title: title must not be empty
+             */
+            detail: string;
+            /**
+             * Code
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @example validation_error
+             */
+            code: string;
+            /**
+             * Errors
+             * @description Present on validation failures: one entry per problem.
+             */
+            errors?: components["schemas"]["ProblemError"][] | null;
+            /**
+             * Request Id
+             * @example 6f1c2e0d9a8b4c7e9d0f1a2b3c4d5e6f
+             */
+            request_id: string;
+            current: components["schemas"]["TaskRead"];
+        };
+        /**
          * Priority
          * @enum {string}
          */
@@ -587,7 +842,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -679,7 +934,9 @@ export interface components {
         };
         /**
          * TaskCreate
-         * @description A new task: `title` is required, the other fields have defaults.
+         * @description A new task: `title` is required, the other fields have defaults. `id` may be chosen by
+         *     the client (a task created offline keeps its id): 409 `task_exists` when any task, live or
+         *     in the trash, has it.
          * @example {
          *       "due_date": "2026-12-01",
          *       "priority": "high",
@@ -711,6 +968,11 @@ export interface components {
              * @example 2026-12-01
              */
             due_date?: string | null;
+            /**
+             * Id
+             * @description The new task's id, if the client chooses it (a UUID); the server's otherwise.
+             */
+            id?: string | null;
         };
         /** TaskPage */
         TaskPage: {
@@ -798,6 +1060,12 @@ export interface components {
              * @example 2026-11-26T20:22:38.427Z
              */
             updated_at: string;
+            /**
+             * Version
+             * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
+             * @example 1
+             */
+            version: number;
         };
         /**
          * TaskReplace
@@ -833,6 +1101,85 @@ export interface components {
              * @example 2026-12-01
              */
             due_date?: string | null;
+        };
+        /** TrashPage */
+        TrashPage: {
+            /** Items */
+            items: components["schemas"]["TrashedTask"][];
+            /**
+             * Total
+             * @description How many tasks the trash holds.
+             */
+            total: number;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+        };
+        /** TrashedTask */
+        TrashedTask: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** User Id */
+            user_id: string;
+            /**
+             * Title
+             * @example Buy milk
+             */
+            title: string;
+            /**
+             * Description
+             * @example null
+             */
+            description: string | null;
+            /** Completed */
+            completed: boolean;
+            /**
+             * Completed At
+             * @example null
+             */
+            completed_at: string | null;
+            priority: components["schemas"]["Priority"];
+            /**
+             * Due Date
+             * @example 2026-12-01
+             */
+            due_date: string | null;
+            /**
+             * Created At
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            updated_at: string;
+            /**
+             * Version
+             * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
+             * @example 1
+             */
+            version: number;
+            /**
+             * Deleted At
+             * @description When the task went to the trash.
+             * @example 2026-11-26T20:22:38.427Z
+             */
+            deleted_at: string;
+        };
+        /** UpsertChange */
+        UpsertChange: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            op: "upsert";
+            /** @description The task as it is now. */
+            task: components["schemas"]["TaskRead"];
         };
         /** UserRead */
         UserRead: {
@@ -892,6 +1239,8 @@ export interface components {
         "WWW-Authenticate": string;
         /** @description A download: `attachment; filename="todo-export-2026-12-10.json"`. */
         "Content-Disposition": string;
+        /** @description The task's version, as a strong entity tag (`"3"`): send it back in `If-Match` to write only that version, or in `If-None-Match` to be told (304) that it is still current. A list's is weak, and moves with any change of the caller's tasks. */
+        ETag: string;
         /** @description The new resource's URL. */
         Location: string;
     };
@@ -915,7 +1264,10 @@ export interface operations {
                 limit?: number;
                 offset?: number;
             };
-            header?: never;
+            header?: {
+                /** @description The ETag of what you have: 304, with no body, while it is still current. */
+                "If-None-Match"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -928,6 +1280,7 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -944,7 +1297,8 @@ export interface operations {
                      *           "priority": "high",
                      *           "due_date": "2026-12-01",
                      *           "created_at": "2026-11-26T20:22:38.427Z",
-                     *           "updated_at": "2026-11-26T20:22:38.427Z"
+                     *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "version": 1
                      *         }
                      *       ],
                      *       "total": 1,
@@ -954,6 +1308,15 @@ export interface operations {
                      */
                     "application/json": components["schemas"]["TaskPage"];
                 };
+            };
+            /** @description No task of the caller's has changed, and the query is the same: the list is unchanged since that ETag: no body. */
+            304: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description A bad query: an unknown parameter, `status` or `sort`, a `limit` out of range, a bad date, or `due_after` later than `due_before`. Codes: `validation_error`. */
             400: {
@@ -1020,6 +1383,7 @@ export interface operations {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     Location: components["headers"]["Location"];
+                    ETag: components["headers"]["ETag"];
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
@@ -1037,7 +1401,8 @@ export interface operations {
                      *       "priority": "high",
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
-                     *       "updated_at": "2026-11-26T20:22:38.427Z"
+                     *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "version": 1
                      *     }
                      */
                     "application/json": components["schemas"]["TaskRead"];
@@ -1074,7 +1439,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Codes: `too_many_tasks`. */
+            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`), or a task with the `id` the client chose exists (in the trash too). Codes: `too_many_tasks`, `task_exists`. */
             409: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1134,7 +1499,10 @@ export interface operations {
     getTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag of what you have: 304, with no body, while it is still current. */
+                "If-None-Match"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1149,6 +1517,7 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1163,11 +1532,21 @@ export interface operations {
                      *       "priority": "high",
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
-                     *       "updated_at": "2026-11-26T20:22:38.427Z"
+                     *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "version": 1
                      *     }
                      */
                     "application/json": components["schemas"]["TaskRead"];
                 };
+            };
+            /** @description The task is unchanged since that ETag: no body. */
+            304: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description The request is not valid. Codes: `validation_error`. */
             400: {
@@ -1226,7 +1605,10 @@ export interface operations {
     replaceTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
+                "If-Match"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1245,6 +1627,7 @@ export interface operations {
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
@@ -1262,7 +1645,8 @@ export interface operations {
                      *       "priority": "high",
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
-                     *       "updated_at": "2026-11-27T08:15:02.113Z"
+                     *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "version": 2
                      *     }
                      */
                     "application/json": components["schemas"]["TaskRead"];
@@ -1307,6 +1691,16 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The task is not the version `If-Match` names: `current` is the task as it is now. Codes: `precondition_failed`. */
+            412: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PreconditionProblem"];
                 };
             };
             /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
@@ -1359,7 +1753,10 @@ export interface operations {
     deleteTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
+                "If-Match"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1370,7 +1767,594 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The task is gone (or was never there). */
+            /** @description The task is in the trash (or was never there). */
+            204: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The task is not the version `If-Match` names: `current` is the task as it is now. Codes: `precondition_failed`. */
+            412: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PreconditionProblem"];
+                };
+            };
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    patchTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
+                "If-Match"?: string;
+            };
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+                /** @description The task's id (a UUID). */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TaskPatch"];
+            };
+        };
+        responses: {
+            /** @description The task as it now is. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "title": "Buy milk",
+                     *       "description": "Two litres, semi-skimmed",
+                     *       "completed": true,
+                     *       "completed_at": "2026-11-27T08:15:02.113Z",
+                     *       "priority": "high",
+                     *       "due_date": "2026-12-01",
+                     *       "created_at": "2026-11-26T20:22:38.427Z",
+                     *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "version": 2
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TaskRead"];
+                };
+            };
+            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The task is not the version `If-Match` names: `current` is the task as it is now. Codes: `precondition_failed`. */
+            412: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PreconditionProblem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    completeTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
+                "If-Match"?: string;
+            };
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+                /** @description The task's id (a UUID). */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CompleteRequest"];
+            };
+        };
+        responses: {
+            /** @description The task with its new state. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "title": "Buy milk",
+                     *       "description": "Two litres, semi-skimmed",
+                     *       "completed": true,
+                     *       "completed_at": "2026-11-27T08:15:02.113Z",
+                     *       "priority": "high",
+                     *       "due_date": "2026-12-01",
+                     *       "created_at": "2026-11-26T20:22:38.427Z",
+                     *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "version": 2
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TaskRead"];
+                };
+            };
+            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The task is not the version `If-Match` names: `current` is the task as it is now. Codes: `precondition_failed`. */
+            412: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PreconditionProblem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listChanges: {
+        parameters: {
+            query?: {
+                /** @description The `next` of an earlier answer; without it, a full sync (every live task). */
+                since?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The changes after `since`, oldest first, each task once. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "changes": [
+                     *         {
+                     *           "op": "upsert",
+                     *           "task": {
+                     *             "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *             "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *             "title": "Buy milk",
+                     *             "description": "Two litres, semi-skimmed",
+                     *             "completed": false,
+                     *             "completed_at": null,
+                     *             "priority": "high",
+                     *             "due_date": "2026-12-01",
+                     *             "created_at": "2026-11-26T20:22:38.427Z",
+                     *             "updated_at": "2026-11-26T20:22:38.427Z",
+                     *             "version": 1
+                     *           }
+                     *         },
+                     *         {
+                     *           "op": "delete",
+                     *           "id": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+                     *         }
+                     *       ],
+                     *       "next": "eyJ2IjoxLCJrIjoiY2hhbmdlcyIsInIiOjQyLCJpIjoiIiwicyI6MH0",
+                     *       "has_more": false
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ChangesPage"];
+                };
+            };
+            /** @description A bad query, or a `since` that is not a cursor of this feed. Codes: `validation_error`, `invalid_cursor`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone: the changes since this cursor are no longer kept; sync again from the start. Codes: `sync_expired`. */
+            410: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTrash: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the trash, latest deletion first. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *           "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *           "title": "Buy milk",
+                     *           "description": "Two litres, semi-skimmed",
+                     *           "completed": false,
+                     *           "completed_at": null,
+                     *           "priority": "high",
+                     *           "due_date": "2026-12-01",
+                     *           "created_at": "2026-11-26T20:22:38.427Z",
+                     *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "version": 2,
+                     *           "deleted_at": "2026-11-28T10:00:00.000Z"
+                     *         }
+                     *       ],
+                     *       "total": 1,
+                     *       "limit": 20,
+                     *       "offset": 0
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TrashPage"];
+                };
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    emptyTrash: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Purged (or never there). */
             204: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1439,7 +2423,7 @@ export interface operations {
             };
         };
     };
-    patchTask: {
+    restoreTask: {
         parameters: {
             query?: never;
             header?: never;
@@ -1451,16 +2435,13 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["TaskPatch"];
-            };
-        };
+        requestBody?: never;
         responses: {
-            /** @description The task as it now is. */
+            /** @description The task, back among the live ones (its version one more). */
             200: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
@@ -1473,18 +2454,19 @@ export interface operations {
                      *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
                      *       "title": "Buy milk",
                      *       "description": "Two litres, semi-skimmed",
-                     *       "completed": true,
-                     *       "completed_at": "2026-11-27T08:15:02.113Z",
+                     *       "completed": false,
+                     *       "completed_at": null,
                      *       "priority": "high",
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
-                     *       "updated_at": "2026-11-27T08:15:02.113Z"
+                     *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "version": 3
                      *     }
                      */
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. Codes: `validation_error`. */
+            /** @description The request is not valid. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1515,7 +2497,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
+            /** @description The trash has no task with this id. Codes: `not_found`. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1525,18 +2507,8 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
+            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Codes: `too_many_tasks`. */
+            409: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1572,7 +2544,7 @@ export interface operations {
             };
         };
     };
-    completeTask: {
+    purgeTask: {
         parameters: {
             query?: never;
             header?: never;
@@ -1584,14 +2556,10 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: {
-            content: {
-                "application/json": components["schemas"]["CompleteRequest"];
-            };
-        };
+        requestBody?: never;
         responses: {
-            /** @description The task with its new state. */
-            200: {
+            /** @description Purged (or never there). */
+            204: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -1599,25 +2567,9 @@ export interface operations {
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
-                content: {
-                    /**
-                     * @example {
-                     *       "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
-                     *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
-                     *       "title": "Buy milk",
-                     *       "description": "Two litres, semi-skimmed",
-                     *       "completed": true,
-                     *       "completed_at": "2026-11-27T08:15:02.113Z",
-                     *       "priority": "high",
-                     *       "due_date": "2026-12-01",
-                     *       "created_at": "2026-11-26T20:22:38.427Z",
-                     *       "updated_at": "2026-11-27T08:15:02.113Z"
-                     *     }
-                     */
-                    "application/json": components["schemas"]["TaskRead"];
-                };
+                content?: never;
             };
-            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). Codes: `validation_error`. */
+            /** @description The request is not valid. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1648,8 +2600,65 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
-            404: {
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    clearCompleted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description How many tasks went to the trash. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "deleted": 3
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ClearedTasks"];
+                };
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1658,18 +2667,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
-            413: {
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
-            415: {
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1747,7 +2757,9 @@ export interface operations {
                      *           "priority": "high",
                      *           "due_date": "2026-12-01",
                      *           "created_at": "2026-11-26T20:22:38.427Z",
-                     *           "updated_at": "2026-11-26T20:22:38.427Z"
+                     *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "version": 1,
+                     *           "deleted_at": null
                      *         }
                      *       ]
                      *     }
