@@ -20,7 +20,7 @@ from backend.errors import describe_database_error, is_database_unusable, is_out
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
-from backend.services import sessions
+from backend.services import idempotency, sessions
 
 logger = logging.getLogger("backend.cli")
 
@@ -122,10 +122,16 @@ async def _purge_sessions(database: Database, _settings: Settings) -> int:
         return await sessions.purge_expired(session)
 
 
+async def _purge_idempotency_keys(database: Database, _settings: Settings) -> int:
+    async with database.unit(write=False) as unit:
+        return await idempotency.purge_expired(unit)
+
+
 # What `todo-api purge` deletes, each also purged now and then by the service itself: a
 # description of what it counts, and the function that purges it and returns how many.
 PURGES: tuple[tuple[str, Callable[[Database, Settings], Awaitable[int]]], ...] = (
     ("expired refresh token(s)", _purge_sessions),
+    ("expired idempotency record(s)", _purge_idempotency_keys),
 )
 
 
