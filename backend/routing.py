@@ -41,8 +41,9 @@ from backend.db import READ_ONLY_METHODS
 from backend.dependencies import BEARER_SCHEME, authenticate, get_current_user, limit
 from backend.errors import Forbidden, is_transient_conflict
 from backend.infrastructure import get_database, get_limiter, provided
+from backend.openapi import idempotent_operation
 from backend.safe_retries import idempotent_request
-from backend.services import users
+from backend.services import idempotency, users
 
 logger = logging.getLogger("backend.routing")
 
@@ -117,6 +118,12 @@ class OwnerScopedRoute(ApiRoute):
     owner_scoped = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if idempotency.METHODS & set(kwargs.get("methods") or ()):
+            # Its writes take an `Idempotency-Key`: the document says so (before FastAPI reads
+            # the responses, whose models it resolves here).
+            kwargs["responses"], kwargs["openapi_extra"] = idempotent_operation(
+                kwargs.get("responses") or {}, kwargs.get("openapi_extra")
+            )
         super().__init__(*args, **kwargs)
         # The token is checked by the pipeline rather than by a FastAPI security dependency (one
         # fewer dependency on every request), so the route says in the document that it needs

@@ -587,7 +587,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -894,6 +894,8 @@ export interface components {
         "Content-Disposition": string;
         /** @description The new resource's URL. */
         Location: string;
+        /** @description `true` on an answer given again to a repeat of a request with the same `Idempotency-Key`: the first answer's status, body, `Location` and `ETag`, with nothing done this time. Absent from other answers. */
+        "Idempotent-Replayed": "true";
     };
     pathItems: never;
 }
@@ -1002,7 +1004,13 @@ export interface operations {
     createTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1023,6 +1031,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1043,7 +1052,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description The request is not valid. Codes: `validation_error`. */
+            /** @description The request is not valid. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1074,10 +1083,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Codes: `too_many_tasks`. */
+            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Or a request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `too_many_tasks`, `idempotency_key_in_progress`. */
             409: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1096,6 +1108,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1442,7 +1464,13 @@ export interface operations {
     patchTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1464,6 +1492,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1484,7 +1513,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. Codes: `validation_error`. */
+            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1519,6 +1548,19 @@ export interface operations {
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1537,6 +1579,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1575,7 +1627,13 @@ export interface operations {
     completeTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1597,6 +1655,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1617,7 +1676,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). Codes: `validation_error`. */
+            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1652,6 +1711,19 @@ export interface operations {
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1670,6 +1742,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
