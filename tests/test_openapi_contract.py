@@ -490,6 +490,14 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     assert every["jwksKeys"] == 1
     assert every["health"] == {"status": "ok"} and every["ready"] == {"status": "ready"}
 
+    # A create and a toggle sent twice with their keys: done once; another request's key: 422.
+    assert result["safeRetries"] == {
+        "sameTask": True,
+        "tasks": 1,
+        "completedAfterTwoToggles": True,
+        "reusedKey": {"ok": False, "status": 422, "code": "idempotency_key_reused"},
+    }
+
     # Three requests refused at once: one renewal.
     assert result["concurrent"] == {"calls": [False, True], "userIds": [user_id]}
     # A renewed token that is expired too: one retry, then the error.
