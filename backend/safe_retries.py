@@ -111,14 +111,20 @@ class IdempotentRequest:
             return
         try:
             async with database.unit(write=False) as unit:
-                if await idempotency.record(unit, claim, answer):
-                    await idempotency.purge_now_and_then(unit)
+                recorded = await idempotency.record(unit, claim, answer)
         except Exception:
             logger.warning(
                 "the answer to a request with an Idempotency-Key was not kept; the key lapses "
                 "with its lease",
                 exc_info=True,
             )
+            return
+        if recorded:  # a new answer: now and then, expired ones go
+            try:
+                async with database.unit(write=False) as unit:
+                    await idempotency.purge_now_and_then(unit)
+            except Exception:
+                logger.warning("expired idempotency records were not purged", exc_info=True)
 
     async def _let_go(self, database: Database) -> None:
         claim, self._claim = self._claim, None
