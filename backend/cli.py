@@ -25,7 +25,7 @@ from backend.db.errors import (
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
-from backend.services import sessions, tasks
+from backend.services import idempotency, sessions, tasks
 
 logger = logging.getLogger("backend.cli")
 
@@ -135,11 +135,17 @@ async def _purge_trash(database: Database, settings: Settings) -> int:
     )
 
 
+async def _purge_idempotency_keys(database: Database, _settings: Settings) -> int:
+    async with database.unit(write=False) as unit:
+        return await idempotency.purge_expired(unit)
+
+
 # What `todo-api purge` deletes, each also purged now and then by the service itself: a
 # description of what it counts, and the function that purges it and returns how many.
 PURGES: tuple[tuple[str, Callable[[Database, Settings], Awaitable[int]]], ...] = (
     ("expired refresh token(s)", _purge_sessions),
     ("task(s) past the trash's retention", _purge_trash),
+    ("expired idempotency record(s)", _purge_idempotency_keys),
 )
 
 

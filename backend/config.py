@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     # Days a deleted task stays in the trash (which holds at most MAX_TASKS_PER_USER tasks).
     trash_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # Safe retries (`Idempotency-Key`): how long an answer is kept for a repeat, and how long a
+    # request may hold its key before a repeat may take it over (its worker is deemed gone).
+    # The lease must outlast the slowest request (see DB_STATEMENT_TIMEOUT_SECONDS).
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=720)
+    idempotency_lease_seconds: int = Field(default=60, ge=5, le=3600)
+
     # Mail (password reset links)
     smtp_url: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)

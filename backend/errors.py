@@ -152,6 +152,27 @@ class TooManyTasks(AppError):
     default_detail = "The task limit for this account is reached; delete some tasks first."
 
 
+class IdempotencyKeyInProgress(AppError):
+    status_code = 409
+    code = "idempotency_key_in_progress"
+    default_detail = (
+        "A request with this Idempotency-Key is still running; send it again in a moment to "
+        "get its answer."
+    )
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class IdempotencyKeyReused(AppError):
+    status_code = 422
+    code = "idempotency_key_reused"
+    default_detail = (
+        "This Idempotency-Key was used for another request (another method, path or body); "
+        "use a new key for a new request."
+    )
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "payload_too_large"

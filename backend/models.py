@@ -248,8 +248,41 @@ class DeletedSubject(SQLModel, table=True):
     deleted_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """A request sent with an `Idempotency-Key` (`backend/services/idempotency.py`): the key, the
+    fingerprint of the request (SHA-256 of its method, path and body), the claim of the request
+    running it (`status` null) and, once it is done, the answer it gave, which a repeat gets
+    again until `expires_at`. Bookkeeping of answers, not the user's data: never exported, and
+    deleted with the user."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64),
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    key: str = Field(max_length=255, primary_key=True)
+    fingerprint: str = Field(max_length=64, nullable=False)
+    # The running request's own claim: only it records the answer or lets the key go, also
+    # when a repeat took the key over after the lease.
+    claim: uuid.UUID = Field(nullable=False)
+    claimed_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The answer, exactly as it was sent; `status` is null while the request runs.
+    status: int | None = Field(default=None, sa_type=sa.SmallInteger)
+    body: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    content_type: str | None = Field(default=None, sa_type=sa.Text)
+    location: str | None = Field(default=None, sa_type=sa.Text)
+    etag: str | None = Field(default=None, sa_type=sa.Text)
+
+
 # The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.
 USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
 TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
 PASSWORD_RESETS: sa.Table = PasswordResetToken.__table__  # type: ignore[attr-defined]
 DELETED_SUBJECTS: sa.Table = DeletedSubject.__table__  # type: ignore[attr-defined]
+IDEMPOTENCY_KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]

@@ -26,6 +26,8 @@ from backend.errors import (
     EmailNotVerified,
     EmailTaken,
     Forbidden,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
     InvalidCredentials,
     InvalidCursor,
     InvalidRefreshToken,
@@ -50,6 +52,7 @@ from backend.errors import (
 )
 from backend.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from backend.schemas import TASK_EXAMPLE, TaskRead
+from backend.services.idempotency import KEY_HEADER, REPLAYED_HEADER, is_kept
 
 # The error codes a route can answer, by the error class that answers each.
 _ERRORS: dict[str, type[AppError]] = {
@@ -75,6 +78,8 @@ _ERRORS: dict[str, type[AppError]] = {
         InvalidCursor,
         SyncExpired,
         PreconditionFailed,
+        IdempotencyKeyInProgress,
+        IdempotencyKeyReused,
         PayloadTooLarge,
         UnsupportedMediaType,
         RateLimited,
@@ -98,6 +103,7 @@ _STATUS_DESCRIPTIONS = {
     412: "The task is not the version `If-Match` names: `current` is the task as it is now",
     413: "The request body is larger than `MAX_BODY_BYTES`",
     415: "The request body is not JSON",
+    422: "Unprocessable",
     429: "Too many requests; `Retry-After` says when to try again",
     503: "The database (or the identity provider) does not answer; try again shortly",
 }
@@ -158,6 +164,12 @@ HEADERS: dict[str, dict[str, Any]] = {
     },
 }
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+HEADERS[REPLAYED_HEADER] = {
+    "description": "`true` on an answer given again to a repeat of a request with the same "
+    "`Idempotency-Key`: the first answer's status, body, `Location` and `ETag`, with nothing "
+    "done this time. Absent from other answers.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 
 
 # FastAPI leaves every None out of the document it builds, which would strip `null`s from the
@@ -295,6 +307,84 @@ def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:
     return ()
 
 
+# --- Safe retries (`Idempotency-Key`) ---------------------------------------------------------
+
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Makes the request safe to send again (after a timeout, a lost connection, a "
+    "5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each "
+    "new request; keys belong to the user. The first request with a key runs; for "
+    "`IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its "
+    "answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and "
+    "nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. "
+    "The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat "
+    "while the first request runs is 409 `idempotency_key_in_progress`.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]{1,255}$"},
+    "example": "5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03",
+}
+_IDEMPOTENCY_REFUSALS = {
+    "idempotency_key_in_progress": "a request with this `Idempotency-Key` is still running; "
+    "send it again after `Retry-After` seconds to get its answer",
+    "idempotency_key_reused": "this `Idempotency-Key` was used for another request (another "
+    "method, path or body)",
+}
+_BAD_KEY = "An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too."
+_RETRY_AFTER_IN_PROGRESS = {
+    "description": "With `idempotency_key_in_progress`: seconds to wait before sending the "
+    "request again.",
+    "schema": {"type": "integer", "minimum": 0, "examples": [1]},
+}
+# Answered before any route runs (`backend/middleware.py`), so never kept for a repeat.
+_BEFORE_ROUTES = frozenset({413, 415})
+
+
+def idempotent_operation(
+    responses: Mapping[int | str, dict[str, Any]], openapi_extra: Mapping[str, Any] | None
+) -> tuple[dict[int | str, dict[str, Any]], dict[str, Any]]:
+    """The `responses` and `openapi_extra` of an operation that takes an `Idempotency-Key`
+    (`routing.OwnerScopedRoute` applies it to every POST and PATCH): the request header,
+    `Idempotent-Replayed` on the answers a repeat can get again, and the key's refusals."""
+    documented = {status: dict(response) for status, response in responses.items()}
+    for status, response in documented.items():
+        if is_kept(int(status)) and int(status) not in _BEFORE_ROUTES:
+            response["headers"] = {**response.get("headers", {}), **header_refs(REPLAYED_HEADER)}
+    for code, description in _IDEMPOTENCY_REFUSALS.items():
+        _add_problem(documented, code, description)
+    for status, response in documented.items():
+        if int(status) == 400:
+            text, _, codes = response["description"].rpartition(" Codes: ")
+            response["description"] = f"{text} {_BAD_KEY} Codes: {codes}"
+        if int(status) == 409:
+            response["headers"] = {
+                **response.get("headers", {}),
+                "Retry-After": _RETRY_AFTER_IN_PROGRESS,
+            }
+    extra = dict(openapi_extra or {})
+    extra["parameters"] = [*extra.get("parameters", ()), IDEMPOTENCY_KEY_PARAMETER]
+    return dict(sorted(documented.items(), key=lambda item: int(item[0]))), extra
+
+
+def _add_problem(responses: dict[int | str, dict[str, Any]], code: str, description: str) -> None:
+    """Add `code` to the problem response of its status, or add that response."""
+    status = _ERRORS[code].status_code
+    existing = next((key for key in responses if int(key) == status), None)
+    example = _problem_example(code, INVALID_BODY)
+    if existing is None:
+        responses[status] = {
+            "model": Problem,
+            "description": f"{description[0].upper()}{description[1:]}. Codes: `{code}`.",
+            "content": {"application/json": {"examples": {code: example}}},
+        }
+        return
+    response = responses[existing]
+    text, _, codes = response["description"].rpartition(" Codes: ")
+    examples = response["content"]["application/json"]["examples"]
+    response["description"] = f"{text} Or {description}. Codes: {codes[:-1]}, `{code}`."
+    response["content"] = {"application/json": {"examples": {**examples, code: example}}}
+
+
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema of a body (or a header) that may be left out, without FastAPI's `null`
     alternative: a body `null` is not "no body" (it is a 400)."""
@@ -323,7 +413,8 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
                 for media in request_body.get("content", {}).values():
                     media["schema"] = _not_null(media["schema"])
             responses: dict[str, Any] = operation.get("responses", {})
-            responses.pop("422", None)
+            if _is_fastapi_validation(responses.get("422")):
+                responses.pop("422")
             bodies = [operation.get("requestBody", {}), *responses.values()]
             for media in (m for body in bodies for m in body.get("content", {}).values()):
                 if _EXAMPLE_JSON in media:
@@ -353,6 +444,12 @@ def _rewrite(document: dict[str, Any]) -> dict[str, Any]:
             # Every problem carries every member but `errors` (`type` too, despite its default).
             problem["required"] = [key for key in problem["properties"] if key != "errors"]
     return document
+
+
+def _is_fastapi_validation(response: dict[str, Any] | None) -> bool:
+    """Whether a 422 is FastAPI's own for invalid input, which is answered as 400 instead."""
+    content = (response or {}).get("content", {}).get("application/json", {})
+    return bool(content.get("schema") == {"$ref": "#/components/schemas/HTTPValidationError"})
 
 
 # Codes that the framework's own refusals and the catch-all answer too.

@@ -7,15 +7,19 @@
    limit (429). FastAPI decodes a JSON body before it solves dependencies, so checking these in
    dependencies would answer 400 to a request with no token and a malformed body; the
    contract's order is 401, 403, 429, then 400 and 404. A limiter that is slow to answer (a
-   hung Redis) holds no database connection, nor SQLite's write lock.
+   hung Redis) holds no database connection, nor SQLite's write lock. Then, for a POST or PATCH
+   with an `Idempotency-Key`, the key (400 if malformed; `backend/safe_retries.py`).
 2. The request's unit of work (`backend/db/unit.py`), which takes a connection only when a
    service first needs one, and the `RequestContext` (`backend/context.py`).
 3. For owner-scoped routes, the token's account, on the request's connection (401 if it no
    longer exists or the token was revoked; a Better Auth user seen for the first time is stored,
-   in a transaction on that connection).
+   in a transaction on that connection). With an `Idempotency-Key`, the key's claim: a repeat of
+   a request that has answered gets that answer again instead of running (409 while it runs,
+   422 for another request with the key).
 4. The handler (FastAPI: the body, the route's dependencies, the route), then the end of the unit
    of work: its ORM session, if it has one, is committed before the response is sent, so a 201
-   means "stored".
+   means "stored". With an `Idempotency-Key`, the answer is then kept for repeats, or the key
+   let go (`IdempotentRequest.settle`).
 
 A unit of work that loses a race in the database (a deadlock, a serialization failure: SQLSTATE
 class 40, rolled back whole) runs again from step 2, up to `ATTEMPTS` times, then answers 503.
@@ -37,7 +41,9 @@ from backend.db import READ_ONLY_METHODS, UnitOfWork
 from backend.dependencies import BEARER_SCHEME, authenticate, get_current_user, limit
 from backend.errors import Forbidden, is_transient_conflict
 from backend.infrastructure import get_database, get_limiter, provided
-from backend.services import users
+from backend.openapi import idempotent_operation
+from backend.safe_retries import idempotent_request
+from backend.services import idempotency, users
 
 logger = logging.getLogger("backend.routing")
 
@@ -70,7 +76,7 @@ class ApiRoute(APIRoute):
 
         async def pipeline(request: Request) -> Response:
             write = request.method not in READ_ONLY_METHODS
-            principal, headers = None, {}
+            principal, headers, idempotent = None, {}, None
             if owner_scoped:
                 principal = await authenticate(request)
                 if request.path_params["user_id"] != principal.subject:
@@ -84,6 +90,7 @@ class ApiRoute(APIRoute):
                         principal.subject,
                         what="task changes",
                     )
+                    idempotent = await idempotent_request(request)
             database = await provided(request, get_database)
 
             async def attempt() -> Response:
@@ -94,14 +101,20 @@ class ApiRoute(APIRoute):
                     context.install(request.scope)
                     if principal is not None:
                         context.account = await users.account_for_token(unit, principal)
-                    response = await handler(request)
+                    earlier = None
+                    if idempotent is not None and context.account is not None:
+                        earlier = await idempotent.claim(unit, context.account.id)
+                    # A repeat gets the answer kept for it, and nothing runs.
+                    response = earlier if earlier is not None else await handler(request)
                 except BaseException as exc:
                     await unit.close(exc)
                     raise
                 await unit.close(None)
                 return response
 
-            return await _retrying_conflicts(attempt)
+            if idempotent is None:
+                return await _retrying_conflicts(attempt)
+            return await idempotent.settle(request, database, _retrying_conflicts(attempt))
 
         return pipeline
 
@@ -112,6 +125,12 @@ class OwnerScopedRoute(ApiRoute):
     owner_scoped = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if idempotency.METHODS & set(kwargs.get("methods") or ()):
+            # Its writes take an `Idempotency-Key`: the document says so (before FastAPI reads
+            # the responses, whose models it resolves here).
+            kwargs["responses"], kwargs["openapi_extra"] = idempotent_operation(
+                kwargs.get("responses") or {}, kwargs.get("openapi_extra")
+            )
         super().__init__(*args, **kwargs)
         # The token is checked by the pipeline rather than by a FastAPI security dependency (one
         # fewer dependency on every request), so the route says in the document that it needs

@@ -123,6 +123,9 @@ async def test_deletion_leaves_no_row_of_the_user_in_any_table(
         for owner in (user, other):
             for title in ("one", "two"):
                 await create(client, owner, title=title)
+            keyed = {**owner.headers, "Idempotency-Key": "the-third"}  # a kept answer
+            third = await client.post(owner.tasks_url, json={"title": "three"}, headers=keyed)
+            assert third.status_code == 201, third.text
             await login(client, owner)  # a second session
             await client.post("/api/auth/password/forgot", json={"email": owner.email})
         await runtime_of(app).background.drain()

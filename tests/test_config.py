@@ -357,6 +357,12 @@ REFUSALS = [
     ),
     ("MAX_TASKS_PER_USER", "0", '"0" is not valid; write a whole number of at least 1'),
     ("TRASH_RETENTION_DAYS", "0", '"0" is not valid; write a whole number from 1 to 3650'),
+    ("IDEMPOTENCY_TTL_HOURS", "0", '"0" is not valid; write a whole number from 1 to 720'),
+    (
+        "IDEMPOTENCY_LEASE_SECONDS",
+        "1m",
+        '"1m" is not valid; write a whole number from 5 to 3600',
+    ),
     ("PASSWORD_HASH_CONCURRENCY", "0", '"0" is not valid; write a whole number from 1 to 64'),
 ]
 # Any text is a valid value of these (a key's content is checked when the server starts).

@@ -61,18 +61,18 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "exportData": {200} | OWNER,
     "getJwks": {200},
     "listTasks": {200, 304} | OWNER,
-    "createTask": {201, 409, 429} | OWNER | BODY,
+    "createTask": {201, 409, 422, 429} | OWNER | BODY,
     "getTask": {200, 304, 404} | OWNER,
     "replaceTask": {200, 404, 412, 429} | OWNER | BODY,
-    "patchTask": {200, 404, 412, 429} | OWNER | BODY,
+    "patchTask": {200, 404, 409, 412, 422, 429} | OWNER | BODY,
     "deleteTask": {204, 412, 429} | OWNER,
-    "completeTask": {200, 404, 412, 429} | OWNER | BODY,
+    "completeTask": {200, 404, 409, 412, 422, 429} | OWNER | BODY,
     "listChanges": {200, 410} | OWNER,
     "listTrash": {200} | OWNER,
-    "restoreTask": {200, 404, 409, 429} | OWNER,
+    "restoreTask": {200, 404, 409, 422, 429} | OWNER,
     "purgeTask": {204, 429} | OWNER,
     "emptyTrash": {204, 429} | OWNER,
-    "clearCompleted": {200, 429} | OWNER,
+    "clearCompleted": {200, 409, 422, 429} | OWNER,
 }
 PUBLIC_OPERATIONS = {
     "health",
@@ -190,7 +190,6 @@ def test_every_operation_documents_exactly_the_statuses_it_can_answer(
     for _, _, operation in operations(served_document):
         documented = {int(status) for status in operation["responses"]}
         assert documented == EXPECTED_STATUSES[operation["operationId"]], operation["operationId"]
-    assert "422" not in json.dumps(served_document["paths"])
     schemas = served_document["components"]["schemas"]
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
 
@@ -236,6 +235,39 @@ def test_error_headers_are_documented(served_document: dict[str, Any]) -> None:
     assert "Location" in create["headers"]
     scheme = served_document["components"]["securitySchemes"]["bearer"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+
+
+def test_every_post_and_patch_of_a_user_takes_an_idempotency_key(
+    served_document: dict[str, Any],
+) -> None:
+    idempotent = set()
+    for path, method, operation in operations(served_document):
+        parameters = {p["name"]: p for p in operation.get("parameters", ())}
+        responses = operation["responses"]
+        takes_key = path.startswith("/api/{user_id}/") and method in {"post", "patch"}
+        assert ("Idempotency-Key" in parameters) is takes_key, f"{method} {path}"
+        if not takes_key:
+            assert "Idempotent-Replayed" not in json.dumps(responses), f"{method} {path}"
+            continue
+        idempotent.add(operation["operationId"])
+        key = parameters["Idempotency-Key"]
+        assert key["in"] == "header" and key["required"] is False
+        assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+        success = next(r for status, r in responses.items() if status.startswith("2"))
+        assert "Idempotent-Replayed" in success["headers"]
+        problems = {
+            status: set(r["content"][PROBLEM_JSON]["examples"])
+            for status, r in responses.items()
+            if int(status) >= 400
+        }
+        assert "idempotency_key_in_progress" in problems["409"]
+        assert problems["422"] == {"idempotency_key_reused"}
+        assert "Retry-After" in responses["409"]["headers"]
+        assert "Idempotency-Key" in responses["400"]["description"]
+    assert idempotent == {"createTask", "patchTask", "completeTask"}
+    codes = served_document["components"]["schemas"]["Problem"]["properties"]["code"]
+    assert "`idempotency_key_reused`" in codes["description"]
+    assert "`idempotency_key_in_progress`" in codes["description"]
 
 
 def test_request_and_success_bodies_have_examples(served_document: dict[str, Any]) -> None:
@@ -470,6 +502,14 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     assert every["invalid"] == {"ok": False, "status": 400, "code": "validation_error"}
     assert every["jwksKeys"] == 1
     assert every["health"] == {"status": "ok"} and every["ready"] == {"status": "ready"}
+
+    # A create and a toggle sent twice with their keys: done once; another request's key: 422.
+    assert result["safeRetries"] == {
+        "sameTask": True,
+        "tasks": 1,
+        "completedAfterTwoToggles": True,
+        "reusedKey": {"ok": False, "status": 422, "code": "idempotency_key_reused"},
+    }
 
     # Three requests refused at once: one renewal.
     assert result["concurrent"] == {"calls": [False, True], "userIds": [user_id]}

@@ -87,11 +87,15 @@ def _problem(response: Response) -> dict[str, Any]:
 
 def is_documented_refusal(failure: Failure, case: Case[Any], response: Response) -> bool:
     """Schema-valid requests that the contract refuses on purpose, for reasons a JSON Schema
-    cannot state. Only these exact refusals are excused; any other 400 still fails the run."""
-    if not isinstance(failure, RejectedPositiveData) or response.status_code not in (400, 412):
+    cannot state. Only these exact refusals are excused; any other 400, 412 or 422 fails the run."""
+    if not isinstance(failure, RejectedPositiveData) or response.status_code not in {400, 412, 422}:
         return False
     problem = _problem(response)
     code = problem.get("code")
+    if response.status_code == 422:
+        # An `Idempotency-Key` already used for another request: the generator sends the
+        # document's example key with every write (retries are tests/test_idempotency.py's).
+        return code == "idempotency_key_reused"
     errors = problem.get("errors") or [{}]
     loc, msg = errors[0].get("loc"), str(errors[0].get("msg", ""))
     operation = case.operation.definition.raw.get("operationId")

@@ -6,6 +6,10 @@ user's row (the lock order of `sessions`: the user first), so it runs after, or 
 concurrent refresh or task write, never into a deadlock with one. Which rows belong to the user
 is read from the metadata: every table with a foreign key to `users`, and every table with a
 foreign key to one of those, so a table added later is covered without a change here.
+
+The export holds the user and the tasks: the user's data. Other rows of the user are the
+service's bookkeeping, deleted with the user but not exported: sessions, reset tokens, and the
+answers kept for `Idempotency-Key` retries (`idempotency_keys`, gone within a day anyway).
 """
 
 import uuid

@@ -793,7 +793,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -842,7 +842,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -1243,6 +1243,8 @@ export interface components {
         ETag: string;
         /** @description The new resource's URL. */
         Location: string;
+        /** @description `true` on an answer given again to a repeat of a request with the same `Idempotency-Key`: the first answer's status, body, `Location` and `ETag`, with nothing done this time. Absent from other answers. */
+        "Idempotent-Replayed": "true";
     };
     pathItems: never;
 }
@@ -1365,7 +1367,13 @@ export interface operations {
     createTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -1387,6 +1395,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1408,7 +1417,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description The request is not valid. Codes: `validation_error`. */
+            /** @description The request is not valid. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1439,10 +1448,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`), or a task with the `id` the client chose exists (in the trash too). Codes: `too_many_tasks`, `task_exists`. */
+            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`), or a task with the `id` the client chose exists (in the trash too). Or a request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `too_many_tasks`, `task_exists`, `idempotency_key_in_progress`. */
             409: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1461,6 +1473,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -1852,6 +1874,11 @@ export interface operations {
             header?: {
                 /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
                 "If-Match"?: string;
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description Your own user id (the token's `sub`). */
@@ -1875,6 +1902,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1896,7 +1924,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. Codes: `validation_error`. */
+            /** @description Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, `completed` or `priority`, or an invalid value. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1931,6 +1959,19 @@ export interface operations {
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1941,6 +1982,7 @@ export interface operations {
             412: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1959,6 +2001,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -2000,6 +2052,11 @@ export interface operations {
             header?: {
                 /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
                 "If-Match"?: string;
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
             };
             path: {
                 /** @description Your own user id (the token's `sub`). */
@@ -2023,6 +2080,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2044,7 +2102,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). Codes: `validation_error`. */
+            /** @description Invalid input: a malformed id, or a body other than `{completed: bool}` (`{}` included). An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -2079,6 +2137,19 @@ export interface operations {
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2089,6 +2160,7 @@ export interface operations {
             412: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2107,6 +2179,16 @@ export interface operations {
             };
             /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -2426,7 +2508,13 @@ export interface operations {
     restoreTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -2445,6 +2533,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2466,7 +2555,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRead"];
                 };
             };
-            /** @description The request is not valid. Codes: `validation_error`. */
+            /** @description The request is not valid. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -2501,14 +2590,28 @@ export interface operations {
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Codes: `too_many_tasks`. */
+            /** @description The account's task limit is reached (`MAX_TASKS_PER_USER`). Or a request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `too_many_tasks`, `idempotency_key_in_progress`. */
             409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;
@@ -2630,7 +2733,13 @@ export interface operations {
     clearCompleted: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
             path: {
                 /** @description Your own user id (the token's `sub`). */
                 user_id: string;
@@ -2646,6 +2755,7 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2657,7 +2767,7 @@ export interface operations {
                     "application/json": components["schemas"]["ClearedTasks"];
                 };
             };
-            /** @description The request is not valid. Codes: `validation_error`. */
+            /** @description The request is not valid. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -2680,6 +2790,28 @@ export interface operations {
             };
             /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
             403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     [name: string]: unknown;

@@ -9,6 +9,10 @@
  * from this API's own accounts (`signUp`, `logIn`). When the API answers 401 `token_expired`, the
  * client gets a new token once (from the provider with `forceRefresh: true`, or through
  * `/api/auth/refresh`) and sends the request again, once.
+ *
+ * Creates and changes take an `idempotencyKey` (`{ idempotencyKey: crypto.randomUUID() }`): sent
+ * again with the same key, after a timeout or a lost connection, a request gets the first one's
+ * answer and is not done twice.
  */
 import createClient from "openapi-fetch";
 import type { components, paths } from "../schema";
@@ -47,6 +51,24 @@ export interface TodoClientOptions {
   credentials?: RequestCredentials;
   /** Another `fetch` (tests, server-side rendering); the global one by default. */
   fetch?: (request: Request) => Promise<Response>;
+}
+
+/**
+ * How a create or a change is sent. `idempotencyKey` (1 to 255 printable ASCII characters, new for
+ * each new request: `crypto.randomUUID()`) makes it safe to send again: a repeat with the same key
+ * and the same arguments gets the first answer, and nothing is done twice. The same key with other
+ * arguments is an `ApiError` 422 `idempotency_key_reused`; while the first request still runs, 409
+ * `idempotency_key_in_progress` (try again after a second).
+ */
+export interface WriteOptions {
+  idempotencyKey?: string;
+}
+
+/** The `Idempotency-Key` header of a write, when it has one. */
+function keyed(options: WriteOptions): { header?: { "Idempotency-Key": string } } {
+  return options.idempotencyKey === undefined
+    ? {}
+    : { header: { "Idempotency-Key": options.idempotencyKey } };
 }
 
 /** An error answer of the API: its problem+json body, with the stable machine-readable `code`. */
@@ -271,10 +293,10 @@ export function createTodoClient(options: TodoClientOptions) {
       );
     },
 
-    async createTask(task: NewTask): Promise<Task> {
+    async createTask(task: NewTask, options: WriteOptions = {}): Promise<Task> {
       return authorized((bearer) =>
         api.POST("/api/{user_id}/tasks", {
-          params: { path: { user_id: bearer.userId() } },
+          params: { path: { user_id: bearer.userId() }, ...keyed(options) },
           body: task,
           headers: bearer.headers,
         }),
@@ -302,20 +324,27 @@ export function createTodoClient(options: TodoClientOptions) {
     },
 
     /** Changes the fields given and keeps the others; `null` clears `description` or `due_date`. */
-    async patchTask(taskId: string, patch: TaskPatch): Promise<Task> {
+    async patchTask(taskId: string, patch: TaskPatch, options: WriteOptions = {}): Promise<Task> {
       return authorized((bearer) =>
         api.PATCH("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...keyed(options) },
           body: patch,
           headers: bearer.headers,
         }),
       );
     },
 
-    /** Without `completed`, toggles the task; with it, sets its state. */
-    async completeTask(taskId: string, completed?: boolean): Promise<Task> {
+    /**
+     * Without `completed`, toggles the task; with it, sets its state. A toggle sent again with its
+     * `idempotencyKey` does not toggle back.
+     */
+    async completeTask(
+      taskId: string,
+      completed?: boolean,
+      options: WriteOptions = {},
+    ): Promise<Task> {
       return authorized((bearer) => {
-        const params = { path: { user_id: bearer.userId(), task_id: taskId } };
+        const params = { path: { user_id: bearer.userId(), task_id: taskId }, ...keyed(options) };
         return completed === undefined
           ? api.PATCH("/api/{user_id}/tasks/{task_id}/complete", { params, headers: bearer.headers })
           : api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {

@@ -65,6 +65,27 @@ export async function run(input: LiveInput) {
   const jwks = await todo.jwks();
   const health = await todo.health();
   const ready = await todo.ready();
+
+  // Safe retries: a create sent twice with its key is one task, a toggle sent twice one toggle,
+  // and the key of another request is refused.
+  const createKey = crypto.randomUUID();
+  const once = await todo.createTask({ title: "Only once" }, { idempotencyKey: createKey });
+  const again = await todo.createTask({ title: "Only once" }, { idempotencyKey: createKey });
+  const toggleKey = crypto.randomUUID();
+  await todo.completeTask(once.id, undefined, { idempotencyKey: toggleKey });
+  const toggledTwice = await todo.completeTask(once.id, undefined, { idempotencyKey: toggleKey });
+  const reusedKey = await outcome(() =>
+    todo.createTask({ title: "Another" }, { idempotencyKey: createKey }),
+  );
+  const afterRetries = await todo.listTasks();
+  await todo.deleteTask(once.id);
+  const safeRetries = {
+    sameTask: again.id === once.id,
+    tasks: afterRetries.total,
+    completedAfterTwoToggles: toggledTwice.completed,
+    reusedKey,
+  };
+
   const everyRoute = {
     firstList: { total: firstList.total, limit: firstList.limit },
     callsAfterFirstList,
@@ -142,6 +163,7 @@ export async function run(input: LiveInput) {
 
   return {
     everyRoute,
+    safeRetries,
     concurrent: { calls: concurrent.calls, userIds: [answers[1].id] },
     twiceExpired: { outcome: twiceExpired, calls: stale.calls },
     own: {
