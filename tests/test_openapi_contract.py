@@ -264,7 +264,13 @@ def test_every_post_and_patch_of_a_user_takes_an_idempotency_key(
         assert problems["422"] == {"idempotency_key_reused"}
         assert "Retry-After" in responses["409"]["headers"]
         assert "Idempotency-Key" in responses["400"]["description"]
-    assert idempotent == {"createTask", "patchTask", "completeTask"}
+    assert idempotent == {
+        "createTask",
+        "patchTask",
+        "completeTask",
+        "restoreTask",
+        "clearCompleted",
+    }
     codes = served_document["components"]["schemas"]["Problem"]["properties"]["code"]
     assert "`idempotency_key_reused`" in codes["description"]
     assert "`idempotency_key_in_progress`" in codes["description"]
