@@ -517,6 +517,14 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
         "reusedKey": {"ok": False, "status": 422, "code": "idempotency_key_reused"},
     }
 
+    # If-Match, the changes feed and the trash through the typed client.
+    sync = result["sync"]
+    assert sync["staleEditRefusedWithVersion"] == sync["freshVersion"] == 3
+    assert sync["fullSync"] == ["upsert"]
+    assert sync["afterDelete"] == [{"op": "delete", "id": result["sync"]["trashed"][0]}]
+    assert sync["restoredVersion"] == 5
+    assert sync["emptyTrash"] == 0
+
     # Three requests refused at once: one renewal.
     assert result["concurrent"] == {"calls": [False, True], "userIds": [user_id]}
     # A renewed token that is expired too: one retry, then the error.

@@ -25,11 +25,15 @@ export type TaskPage = components["schemas"]["TaskPage"];
 export type User = components["schemas"]["UserRead"];
 export type Session = components["schemas"]["AuthResponse"];
 export type Problem = components["schemas"]["Problem"];
+export type PreconditionProblem = components["schemas"]["PreconditionProblem"];
+export type ChangesPage = components["schemas"]["ChangesPage"];
+export type TrashPage = components["schemas"]["TrashPage"];
 export type JsonWebKeySet = components["schemas"]["JsonWebKeySet"];
 export type ProfileUpdate = components["schemas"]["ProfileUpdate"];
 export type ExportDocument = components["schemas"]["ExportDocument"];
 type RefreshRequest = components["schemas"]["RefreshRequest"];
 export type TaskQuery = NonNullable<paths["/api/{user_id}/tasks"]["get"]["parameters"]["query"]>;
+export type TrashQuery = NonNullable<paths["/api/{user_id}/trash"]["get"]["parameters"]["query"]>;
 
 /**
  * Gives the bearer token to send, or null when nobody is signed in. Called at the first request
@@ -64,11 +68,31 @@ export interface WriteOptions {
   idempotencyKey?: string;
 }
 
+/**
+ * A change to a task you read: `ifMatch` is the `version` you showed the user. If the task has
+ * changed since, the change is not made: an `ApiError` 412 `precondition_failed` whose problem's
+ * `current` is the task as it is now (`isPreconditionFailed`).
+ */
+export interface ChangeOptions extends WriteOptions {
+  ifMatch?: number;
+}
+
 /** The `Idempotency-Key` header of a write, when it has one. */
 function keyed(options: WriteOptions): { header?: { "Idempotency-Key": string } } {
   return options.idempotencyKey === undefined
     ? {}
     : { header: { "Idempotency-Key": options.idempotencyKey } };
+}
+
+/** The headers of a change: its `Idempotency-Key` and its `If-Match`, when it has them. */
+function conditional(options: ChangeOptions): {
+  header?: { "Idempotency-Key"?: string; "If-Match"?: string };
+} {
+  const header = {
+    ...(options.idempotencyKey === undefined ? {} : { "Idempotency-Key": options.idempotencyKey }),
+    ...(options.ifMatch === undefined ? {} : { "If-Match": `"${options.ifMatch}"` }),
+  };
+  return Object.keys(header).length === 0 ? {} : { header };
 }
 
 /** An error answer of the API: its problem+json body, with the stable machine-readable `code`. */
@@ -80,6 +104,13 @@ export class ApiError extends Error {
     super(`${problem.status} ${problem.code}: ${problem.detail}`);
     this.name = "ApiError";
   }
+}
+
+/** Whether an error is a 412: the task changed since its `version` was read; `current` is it now. */
+export function isPreconditionFailed(
+  error: unknown,
+): error is ApiError & { readonly problem: PreconditionProblem } {
+  return error instanceof ApiError && error.status === 412 && "current" in error.problem;
 }
 
 type Answer<T> = { data?: T; error?: Problem; response: Response };
@@ -313,10 +344,14 @@ export function createTodoClient(options: TodoClientOptions) {
     },
 
     /** Fields left out are reset to their defaults. */
-    async replaceTask(taskId: string, task: TaskReplacement): Promise<Task> {
+    async replaceTask(
+      taskId: string,
+      task: TaskReplacement,
+      options: Pick<ChangeOptions, "ifMatch"> = {},
+    ): Promise<Task> {
       return authorized((bearer) =>
         api.PUT("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...conditional(options) },
           body: task,
           headers: bearer.headers,
         }),
@@ -324,10 +359,10 @@ export function createTodoClient(options: TodoClientOptions) {
     },
 
     /** Changes the fields given and keeps the others; `null` clears `description` or `due_date`. */
-    async patchTask(taskId: string, patch: TaskPatch, options: WriteOptions = {}): Promise<Task> {
+    async patchTask(taskId: string, patch: TaskPatch, options: ChangeOptions = {}): Promise<Task> {
       return authorized((bearer) =>
         api.PATCH("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...keyed(options) },
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...conditional(options) },
           body: patch,
           headers: bearer.headers,
         }),
@@ -341,10 +376,11 @@ export function createTodoClient(options: TodoClientOptions) {
     async completeTask(
       taskId: string,
       completed?: boolean,
-      options: WriteOptions = {},
+      options: ChangeOptions = {},
     ): Promise<Task> {
       return authorized((bearer) => {
-        const params = { path: { user_id: bearer.userId(), task_id: taskId }, ...keyed(options) };
+        const path = { user_id: bearer.userId(), task_id: taskId };
+        const params = { path, ...conditional(options) };
         return completed === undefined
           ? api.PATCH("/api/{user_id}/tasks/{task_id}/complete", { params, headers: bearer.headers })
           : api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {
@@ -355,13 +391,77 @@ export function createTodoClient(options: TodoClientOptions) {
       });
     },
 
-    /** Resolves also when the task was already gone. */
-    async deleteTask(taskId: string): Promise<void> {
+    /** Moves the task to the trash; resolves also when it was already gone. */
+    async deleteTask(taskId: string, options: Pick<ChangeOptions, "ifMatch"> = {}): Promise<void> {
       await authorized((bearer) =>
         api.DELETE("/api/{user_id}/tasks/{task_id}", {
-          params: { path: { user_id: bearer.userId(), task_id: taskId } },
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...conditional(options) },
           headers: bearer.headers,
         }),
+      );
+    },
+
+    /** Moves every completed task to the trash; how many. */
+    async clearCompleted(options: WriteOptions = {}): Promise<number> {
+      const cleared = await authorized((bearer) =>
+        api.POST("/api/{user_id}/tasks/clear-completed", {
+          params: { path: { user_id: bearer.userId() }, ...keyed(options) },
+          headers: bearer.headers,
+        }),
+      );
+      return cleared.deleted;
+    },
+
+    // --- Staying in sync ----------------------------------------------------------------------
+
+    /**
+     * The changes after `since` (the `next` of an earlier answer), oldest first; without it, a
+     * full sync. Keep `next`, and ask again at once while `has_more`. An `ApiError` 410
+     * `sync_expired` means: sync again without `since`.
+     */
+    async listChanges(since?: string, limit?: number): Promise<ChangesPage> {
+      const query = {
+        ...(since === undefined ? {} : { since }),
+        ...(limit === undefined ? {} : { limit }),
+      };
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/changes", {
+          params: { path: { user_id: bearer.userId() }, query },
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    async listTrash(query: TrashQuery = {}): Promise<TrashPage> {
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/trash", {
+          params: { path: { user_id: bearer.userId() }, query },
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    async restoreTask(taskId: string, options: WriteOptions = {}): Promise<Task> {
+      return authorized((bearer) =>
+        api.POST("/api/{user_id}/trash/{task_id}/restore", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...keyed(options) },
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    /** Deletes a task of the trash for good (or, without `taskId`, the whole trash). */
+    async purgeTrash(taskId?: string): Promise<void> {
+      await authorized((bearer) =>
+        taskId === undefined
+          ? api.DELETE("/api/{user_id}/trash", {
+              params: { path: { user_id: bearer.userId() } },
+              headers: bearer.headers,
+            })
+          : api.DELETE("/api/{user_id}/trash/{task_id}", {
+              params: { path: { user_id: bearer.userId(), task_id: taskId } },
+              headers: bearer.headers,
+            }),
       );
     },
 

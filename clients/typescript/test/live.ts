@@ -3,7 +3,7 @@
  * token provider whose first token has expired, concurrent renewals, and this API's own accounts
  * renewed through /api/auth/refresh. It answers what happened; the Python test asserts on it.
  */
-import { ApiError, createTodoClient, type TokenProvider } from "../src/client.js";
+import { ApiError, createTodoClient, isPreconditionFailed, type TokenProvider } from "../src/client.js";
 
 export interface LiveInput {
   baseUrl: string;
@@ -78,12 +78,39 @@ export async function run(input: LiveInput) {
     todo.createTask({ title: "Another" }, { idempotencyKey: createKey }),
   );
   const afterRetries = await todo.listTasks();
-  await todo.deleteTask(once.id);
   const safeRetries = {
     sameTask: again.id === once.id,
     tasks: afterRetries.total,
     completedAfterTwoToggles: toggledTwice.completed,
     reusedKey,
+  };
+
+  // Edits with If-Match: one made from a stale version is refused with the task as it is now.
+  const fresh = await todo.patchTask(once.id, { title: "Mine" }, { ifMatch: toggledTwice.version });
+  let current: number | null = null;
+  try {
+    await todo.patchTask(once.id, { title: "Stale" }, { ifMatch: toggledTwice.version });
+  } catch (error) {
+    if (isPreconditionFailed(error)) {
+      current = error.problem.current.version;
+    }
+  }
+  // The changes feed and the trash: a full sync, a deletion seen as such, a restore.
+  const full = await todo.listChanges();
+  await todo.deleteTask(once.id, { ifMatch: fresh.version });
+  const afterDelete = await todo.listChanges(full.next);
+  const trash = await todo.listTrash();
+  const restored = await todo.restoreTask(once.id);
+  await todo.deleteTask(once.id);
+  await todo.purgeTrash();
+  const sync = {
+    staleEditRefusedWithVersion: current,
+    freshVersion: fresh.version,
+    fullSync: full.changes.map((change) => change.op),
+    afterDelete: afterDelete.changes,
+    trashed: trash.items.map((task) => task.id),
+    restoredVersion: restored.version,
+    emptyTrash: (await todo.listTrash()).total,
   };
 
   const everyRoute = {
@@ -164,6 +191,7 @@ export async function run(input: LiveInput) {
   return {
     everyRoute,
     safeRetries,
+    sync,
     concurrent: { calls: concurrent.calls, userIds: [answers[1].id] },
     twiceExpired: { outcome: twiceExpired, calls: stale.calls },
     own: {
