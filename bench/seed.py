@@ -5,7 +5,10 @@ password), so `POST /api/auth/login` does the full work for them. Tasks are inse
 straight into the database (COPY on PostgreSQL, executemany on SQLite), in the formats the
 service's column types store: priority as its rank 1..3, timestamps in UTC to the millisecond,
 and on SQLite task ids as 32 hex digits and timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-`users.task_count` equals each user's number of tasks, as the service keeps it.
+`users.task_count` equals each user's number of tasks, as the service keeps it; every task has
+version 1 and a revision, a user's tasks numbered 1, 2, ... in the order they last changed
+(`updated_at`, then id), and `users.revision` is the last of them (as migration 0007 numbers
+existing tasks, and as the service would have stamped them); nothing is in the trash.
 
 Access tokens are minted with the service's own issuer and a signing key that the runner gives
 the service (JWT_PRIVATE_KEY), so no login is needed to get them.
@@ -15,7 +18,7 @@ import asyncio
 import random
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ class SeedTask:
     due_date: date | None
     created_at: datetime
     updated_at: datetime
+    revision: int = 0  # the user's revision that the task's last change took (set by _numbered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,11 @@ class SeedUser:
         """The rest: what the delete route deletes (each exists when the route starts)."""
         addressed = set(self.addressed_task_ids)
         return [str(task.id) for task in self.tasks if str(task.id) not in addressed]
+
+    @property
+    def revision(self) -> int:
+        """The user's revision: the last change to its tasks."""
+        return max((task.revision for task in self.tasks), default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,13 @@ def _task(rng: random.Random, user_id: str, now: datetime) -> SeedTask:
     )
 
 
+def _numbered(tasks: list[SeedTask]) -> tuple[SeedTask, ...]:
+    """The tasks with their revisions: 1, 2, ... in the order they last changed."""
+    in_order = sorted(tasks, key=lambda task: (task.updated_at, task.id))
+    revisions = {task.id: number for number, task in enumerate(in_order, start=1)}
+    return tuple(replace(task, revision=revisions[task.id]) for task in tasks)
+
+
 def generate(*, users: int, tasks: int, password_hash: str, seed: int = 8) -> Dataset:
     """`users` accounts sharing `tasks` tasks evenly, the same for a given seed."""
     rng = random.Random(seed)
@@ -142,7 +158,7 @@ def generate(*, users: int, tasks: int, password_hash: str, seed: int = 8) -> Da
                 email=f"bench-{index:03d}@example.com",
                 name=f"Bench User {index}",
                 created_at=_millis(now - timedelta(days=200)),
-                tasks=tuple(_task(rng, user_id, now) for _ in range(count)),
+                tasks=_numbered([_task(rng, user_id, now) for _ in range(count)]),
             )
         )
     return Dataset(users=tuple(people), password_hash=password_hash)
@@ -184,11 +200,12 @@ def public_key_pem(private_key_pem: str) -> str:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _USER_COLUMNS = [
-    "id", "provider", "email", "name", "password_hash", "task_count", "created_at", "updated_at",
+    "id", "provider", "email", "name", "password_hash", "task_count", "revision", "created_at",
+    "updated_at",
 ]  # fmt: skip
 _TASK_COLUMNS = [
     "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
-    "completed_at", "priority", "due_date", "created_at", "updated_at",
+    "completed_at", "priority", "due_date", "created_at", "updated_at", "version", "revision",
 ]  # fmt: skip
 
 
@@ -199,7 +216,7 @@ def _folded(task: SeedTask) -> tuple[str, str | None]:
 
 def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
         user.created_at, user.created_at,
     )  # fmt: skip
 
@@ -207,7 +224,8 @@ def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
 def _task_record(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id, task.user_id, task.title, task.description, *_folded(task), task.completed,
-        task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at,
+        task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at, 1,
+        task.revision,
     )  # fmt: skip
 
 
@@ -245,7 +263,7 @@ def _sqlite_timestamp(moment: datetime | None) -> str | None:
 def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     created_at = _sqlite_timestamp(user.created_at)
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
         created_at, created_at,
     )  # fmt: skip
 
@@ -255,8 +273,14 @@ def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id.hex, task.user_id, task.title, task.description, *_folded(task),
         int(task.completed), _sqlite_timestamp(task.completed_at), task.priority, due_date,
-        _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at),
+        _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at), 1, task.revision,
     )  # fmt: skip
+
+
+def _sqlite_insert(table: str, columns: list[str]) -> str:
+    """INSERT of these columns (our own names, no input), one parameter each."""
+    placeholders = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
 
 
 def seed_sqlite(path: Path, dataset: Dataset) -> None:
@@ -265,14 +289,11 @@ def seed_sqlite(path: Path, dataset: Dataset) -> None:
     try:
         with connection:
             connection.executemany(
-                "INSERT INTO users (id, provider, email, name, password_hash, task_count, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _sqlite_insert("users", _USER_COLUMNS),
                 [_sqlite_user_row(user, dataset.password_hash) for user in dataset.users],
             )
             connection.executemany(
-                "INSERT INTO tasks (id, user_id, title, description, title_folded, "
-                "description_folded, completed, completed_at, priority, due_date, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _sqlite_insert("tasks", _TASK_COLUMNS),
                 [_sqlite_task_row(task) for user in dataset.users for task in user.tasks],
             )
     finally:
