@@ -18,7 +18,7 @@ from backend.middleware import (
 )
 from backend.openapi import install_openapi
 from backend.problems import install_error_handlers
-from backend.routes import export, health, me, passwords, sessions, sync, tasks
+from backend.routes import export, health, me, passwords, sessions, sync, task_list, tasks
 from backend.runtime import Runtime
 
 DESCRIPTION = """\
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
 
     # The busiest routes first: the router tries routes in order.
+    app.include_router(task_list.router)
     app.include_router(tasks.router)
     app.include_router(sync.router)
     app.include_router(export.router)

@@ -7,11 +7,15 @@ service's route and gives the same answer:
 - verify the bearer token: the same EdDSA JWT (PyJWT, public key parsed once), with the same
   issuer, audience, leeway, required claims and `typ`; the path's user id must be its subject;
 - load the user row by id (the service checks on every request that the token's user exists);
-- list: the owner-scoped count and the page of the 20 newest tasks (created_at desc, id desc),
-  answered as {"items": [...], "total", "limit", "offset"} with the service's field formats;
-- get one: the owner-scoped select by id;
-- create: bump users.task_count under the cap and insert the task, in one transaction;
-- toggle: one owner-scoped UPDATE ... RETURNING.
+- list: the owner-scoped count of the live tasks and the page of the 20 newest (created_at desc,
+  id desc; one more row read, to know whether a next page exists), answered as {"items": [...],
+  "total", "limit", "offset", "next_cursor"} with the service's field formats and cursor, and
+  the list's weak ETag (the user's revision and a digest of the query);
+- get one: the owner-scoped select of a live task by id, with its ETag (its version);
+- create: bump users.task_count under the cap and the user's revision, and insert the task
+  with that revision, in one transaction;
+- toggle: one owner-scoped UPDATE ... RETURNING that bumps the user's revision in a WITH clause
+  and the task's version, as the service's does.
 
 What it leaves out is what the floor is for: no framework dependency solving, no ORM, no
 validation models, no middleware, no logging. Reads run without an explicit transaction (each
@@ -22,6 +26,8 @@ statement is atomic on its own); create needs one for its two statements.
 """
 
 import argparse
+import base64
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -45,31 +51,40 @@ _REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
 _PRIORITY_NAMES = {1: "low", 2: "medium", 3: "high"}
 _PRIORITY_RANKS = {name: rank for rank, name in _PRIORITY_NAMES.items()}
 # The statements spelled out in full: what the floor sends is exactly what is read here.
-_USER_SQL = "SELECT id, provider, email, name, created_at FROM users WHERE id = $1"
-_COUNT_SQL = "SELECT count(*) FROM tasks WHERE user_id = $1"
+_USER_SQL = "SELECT id, provider, email, name, created_at, revision FROM users WHERE id = $1"
+_COUNT_SQL = "SELECT count(*) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL"
 _PAGE_SQL = """
     SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
-           created_at, updated_at
-    FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
+           created_at, updated_at, version
+    FROM tasks WHERE user_id = $1 AND deleted_at IS NULL
+    ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
 """
 _GET_SQL = """
     SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
-           created_at, updated_at
-    FROM tasks WHERE user_id = $1 AND id = $2
+           created_at, updated_at, version
+    FROM tasks WHERE user_id = $1 AND id = $2 AND deleted_at IS NULL
 """
-_COUNT_UP_SQL = "UPDATE users SET task_count = task_count + 1 WHERE id = $1 AND task_count < $2"
+_COUNT_UP_SQL = """
+    UPDATE users SET task_count = task_count + 1, revision = revision + 1
+    WHERE id = $1 AND task_count < $2 RETURNING revision
+"""
 _INSERT_SQL = """
     INSERT INTO tasks (id, user_id, title, description, completed, completed_at, priority,
-                       due_date, created_at, updated_at, title_folded, description_folded)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                       due_date, created_at, updated_at, title_folded, description_folded,
+                       version, revision)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13)
 """
 _TOGGLE_SQL = """
+    WITH bumped AS (
+        UPDATE users SET revision = revision + 1 WHERE id = $1 RETURNING id, revision
+    )
     UPDATE tasks SET completed = NOT completed,
                      completed_at = CASE WHEN completed THEN NULL ELSE $3::timestamptz END,
-                     updated_at = $3
-    WHERE user_id = $1 AND id = $2
-    RETURNING id, user_id, title, description, completed, completed_at, priority, due_date,
-              created_at, updated_at
+                     updated_at = $3, version = version + 1, revision = bumped.revision
+    FROM bumped
+    WHERE tasks.user_id = bumped.id AND tasks.id = $2 AND deleted_at IS NULL
+    RETURNING tasks.id, user_id, title, description, completed, completed_at, priority, due_date,
+              created_at, updated_at, version
 """
 _WRITABLE = frozenset({"title", "description", "completed", "priority", "due_date"})
 
@@ -149,7 +164,33 @@ def _task(row: Mapping[str, Any]) -> dict[str, Any]:
         "due_date": None if due_date is None else due_date.isoformat(),
         "created_at": _timestamp(row["created_at"]),
         "updated_at": _timestamp(row["updated_at"]),
+        "version": row["version"],
     }
+
+
+def _etag(task: Mapping[str, Any]) -> dict[str, str]:
+    return {"ETag": f'"{task["version"]}"'}
+
+
+def _list_etag(revision: int, limit: int, offset: int) -> str:
+    """The service's weak ETag of the default list's page (`task_pages.ListRequest`)."""
+    digest = hashlib.sha256(orjson.dumps([{}, limit, offset, None])).hexdigest()[:16]
+    return f'W/"{revision}.{digest}"'
+
+
+def _next_cursor(last: Mapping[str, Any], limit: int, passed: int) -> str:
+    """The service's cursor of the default list's page after `last` (`backend/services/
+    cursors.py`, `task_pages.ListRequest.cursor`)."""
+    fields = {
+        "v": 1,
+        "k": "tasks",
+        "f": {},
+        "l": limit,
+        "o": passed,
+        "a": last["created_at"].isoformat(),
+        "i": last["id"].hex,
+    }
+    return base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode("ascii")
 
 
 def _now() -> datetime:
@@ -200,12 +241,23 @@ async def list_tasks(request: Request) -> Response:
     if limit is None or offset is None:
         return _problem(400, "validation_error")
     async with floor.pool.acquire() as connection:
-        if await connection.fetchrow(_USER_SQL, owner) is None:
+        user = await connection.fetchrow(_USER_SQL, owner)
+        if user is None:
             return _problem(401, "invalid_token")
         total: int = await connection.fetchval(_COUNT_SQL, owner)
-        rows = await connection.fetch(_PAGE_SQL, owner, limit, offset) if offset < total else []
-    items = [_task(row) for row in rows]
-    return _json({"items": items, "total": total, "limit": limit, "offset": offset})
+        rows = await connection.fetch(_PAGE_SQL, owner, limit + 1, offset) if offset < total else []
+    items = [_task(row) for row in rows[:limit]]
+    next_cursor = (
+        _next_cursor(rows[limit - 1], limit, offset + limit) if len(rows) > limit else None
+    )
+    page = {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": next_cursor,
+    }
+    return _json(page, headers={"ETag": _list_etag(user["revision"], limit, offset)})
 
 
 async def get_task(request: Request) -> Response:
@@ -223,7 +275,7 @@ async def get_task(request: Request) -> Response:
         row = await connection.fetchrow(_GET_SQL, owner, task_id)
     if row is None:
         return _problem(404, "not_found")
-    return _json(_task(row))
+    return _json(_task(row), headers=_etag(row))
 
 
 def _task_values(body: object) -> dict[str, Any] | None:
@@ -277,19 +329,22 @@ async def create_task(request: Request) -> Response:
         "completed_at": now if values["completed"] else None,
         "created_at": now,
         "updated_at": now,
+        "version": 1,
     }
     async with floor.pool.acquire() as connection, connection.transaction():
         if await connection.fetchrow(_USER_SQL, owner) is None:
             return _problem(401, "invalid_token")
-        if await connection.execute(_COUNT_UP_SQL, owner, floor.max_tasks) != "UPDATE 1":
+        revision = await connection.fetchval(_COUNT_UP_SQL, owner, floor.max_tasks)
+        if revision is None:
             return _problem(409, "too_many_tasks")
         await connection.execute(
             _INSERT_SQL, task["id"], owner, task["title"], task["description"],
             task["completed"], task["completed_at"], task["priority"], task["due_date"], now, now,
             task["title"].casefold(), task["description"] and task["description"].casefold(),
+            revision,
         )  # fmt: skip
     location = f"/api/{owner}/tasks/{task['id']}"
-    return _json(_task(task), status_code=201, headers={"Location": location})
+    return _json(_task(task), status_code=201, headers={"Location": location, **_etag(task)})
 
 
 async def toggle_task(request: Request) -> Response:
@@ -307,7 +362,7 @@ async def toggle_task(request: Request) -> Response:
         row = await connection.fetchrow(_TOGGLE_SQL, owner, task_id, _now())
     if row is None:
         return _problem(404, "not_found")
-    return _json(_task(row))
+    return _json(_task(row), headers=_etag(row))
 
 
 async def health(_request: Request) -> Response:

@@ -9,7 +9,10 @@ from typing import Any
 import orjson
 
 SCRIPT = Path(__file__).resolve().parent / "requests.lua"
-ROUTES = ("list", "list_filtered", "get", "create", "replace", "toggle", "delete", "login")
+ROUTES = (
+    "list", "list_filtered", "changes", "cursor_deep", "offset_deep", "get", "create", "replace",
+    "toggle", "delete", "login",
+)  # fmt: skip
 WRK_TIMEOUT_SECONDS = 10  # a slower answer counts as an error (a timeout), not as a latency
 
 INSTALL_HINT = (

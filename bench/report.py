@@ -87,6 +87,13 @@ def total_cpu_ms(result: WrkResult) -> float | None:
     return float(app) + float(result.extra.get("db_cpu_ms_per_request") or 0.0)
 
 
+def _deep_data(settings: dict[str, Any]) -> str:
+    deep = settings.get("deep_tasks")
+    if not deep:
+        return ""
+    return f", and one more user with {deep:,} tasks (changes, cursor_deep, offset_deep)"
+
+
 def _cpu(result: WrkResult, key: str) -> str:
     value = result.extra.get(key)
     return "-" if value is None else f"{value:.2f}"
@@ -118,6 +125,14 @@ class Configuration:
         if alone is None or flooded is None or not alone.requests_per_second:
             return None
         return flooded.requests_per_second / alone.requests_per_second
+
+    @property
+    def depth_ratio(self) -> float | None:
+        """The deep page by cursor over the same page by offset, in requests/s."""
+        cursor, offset = self.results.get("cursor_deep"), self.results.get("offset_deep")
+        if cursor is None or offset is None or not offset.requests_per_second:
+            return None
+        return cursor.requests_per_second / offset.requests_per_second
 
 
 def database_title(database: str) -> str:
@@ -411,6 +426,7 @@ class Report:
                 routes[route] = entry
             flood = {name: result.as_json() for name, result in configuration.flood.items()}
             ratio = configuration.flood_ratio
+            depth_ratio = configuration.depth_ratio
             configurations.append(
                 {
                     "key": configuration.key,
@@ -418,6 +434,9 @@ class Report:
                     "database": configuration.database,
                     "workers": configuration.workers,
                     "routes": routes,
+                    "cursor_over_offset_deep": None
+                    if depth_ratio is None
+                    else round(depth_ratio, 3),
                     "login_flood": {
                         **flood,
                         "list_ratio": None if ratio is None else round(ratio, 3),
@@ -464,9 +483,9 @@ class Report:
             f"- Packages: {packages}",
             f"- Load: wrk, {settings['connections']} connections, {settings['threads']} "
             f"thread(s), {settings['duration_s']:g} s per route after a {settings['warmup_s']:g} s "
-            f"warm-up, on 127.0.0.1; data: {settings['users']} users, {settings['tasks']} tasks; "
-            f"login flood: {settings['flood_connections']} + {settings['flood_connections']} "
-            "connections",
+            f"warm-up, on 127.0.0.1; data: {settings['users']} users, {settings['tasks']} tasks"
+            f"{_deep_data(settings)}; login flood: {settings['flood_connections']} + "
+            f"{settings['flood_connections']} connections",
         ]
         if self.configurations:
             lines += [
@@ -498,6 +517,7 @@ class Report:
         for comparison in self.comparisons:
             lines += comparison.markdown()
         lines += self._flood_table()
+        lines += self._depth_table()
         if not self.configurations:
             return "\n".join(lines)
         lines += [
@@ -537,6 +557,30 @@ class Report:
                 row += f" {'-' if ratio is None else f'{ratio:.0%}'} |"
                 row += f" {'-' if cpu_ratio is None else f'{cpu_ratio:.0%}'} |"
             lines.append(row)
+        return [*lines, ""]
+
+    def _depth_table(self) -> list[str]:
+        deep = [c for c in self.configurations if c.depth_ratio is not None]
+        if not deep:
+            return []
+        lines = [
+            "**Paging at depth** (the page 9,980 tasks into a 10,000-task list, by cursor and by "
+            "offset)",
+            "",
+            "| configuration | cursor req/s | offset req/s | cursor/offset | cursor p50 ms | "
+            "offset p50 ms | cursor DB CPU ms/req | offset DB CPU ms/req |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in deep:
+            cursor, offset = c.results["cursor_deep"], c.results["offset_deep"]
+            ratio = c.depth_ratio
+            assert ratio is not None
+            lines.append(
+                f"| {c.title.removeprefix('Service, ')} | {cursor.requests_per_second:,.0f} | "
+                f"{offset.requests_per_second:,.0f} | {ratio:.1f}x | {cursor.ms('p50'):.1f} | "
+                f"{offset.ms('p50'):.1f} | {_cpu(cursor, 'db_cpu_ms_per_request')} | "
+                f"{_cpu(offset, 'db_cpu_ms_per_request')} |"
+            )
         return [*lines, ""]
 
     def _flood_table(self) -> list[str]:

@@ -3,9 +3,12 @@
 --   wrk -t T -c C -d D -s bench/requests.lua http://127.0.0.1:PORT -- DATA_FILE ROUTE T
 --
 -- DATA_FILE is the Lua chunk that bench/run.py writes (users, tokens, task ids); ROUTE is one
--- of list, list_filtered, get, create, replace, toggle, delete, login. Every request goes to
--- the next user in turn (and to that user's next task), each with that user's own bearer token;
--- the requests are built once, in init(). Each thread counts the responses by status, and
+-- of list, list_filtered, changes, cursor_deep, offset_deep, get, create, replace, toggle,
+-- delete, login. Every request goes to the next user in turn (and to that user's next task),
+-- each with that user's own bearer token, except the deep reads (changes, cursor_deep,
+-- offset_deep), which all go to the one user with 10,000 tasks: its changes feed after a cursor
+-- 100 changes behind, and the page 9,980 tasks deep in its list, by cursor or by offset. The
+-- requests are built once, in init(). Each thread counts the responses by status, and
 -- done() prints one line, "BENCH_RESULT {json}", that the runner reads.
 
 local threads = {}
@@ -80,6 +83,15 @@ local function build(route, data)
       return {per_user(users, function(user)
          return request_for("GET", tasks_path(user) .. query, user.token)
       end)}
+   elseif route == "changes" then
+      local deep = data.deep
+      return {{request_for("GET", "/api/" .. deep.id .. "/changes?since=" .. deep.since, deep.token)}}
+   elseif route == "cursor_deep" then
+      local deep = data.deep
+      return {{request_for("GET", tasks_path(deep) .. "?cursor=" .. deep.cursor, deep.token)}}
+   elseif route == "offset_deep" then
+      local deep = data.deep
+      return {{request_for("GET", tasks_path(deep) .. "?offset=" .. deep.depth, deep.token)}}
    elseif route == "get" then
       return {per_task(users, "tasks", function(user, task_id)
          return request_for("GET", tasks_path(user) .. "/" .. task_id, user.token)

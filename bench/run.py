@@ -67,6 +67,7 @@ from report import (
     git_revision,
 )
 from seed import (
+    DEEP_TASKS,
     TOKEN_LIFETIME_SECONDS,
     Dataset,
     generate,
@@ -99,7 +100,7 @@ UNLIMITED = {
     "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_LIFETIME_SECONDS // 60),
 }
 # The read routes run first, then the flood (on unchanged data), then the writes.
-READ_ROUTES = ("list", "list_filtered")
+READ_ROUTES = ("list", "list_filtered", "changes", "cursor_deep", "offset_deep")
 FLOOD = "flood"  # --compare: the login flood's place among the routes
 
 
@@ -158,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument(
+        "--deep-tasks",
+        type=int,
+        default=DEEP_TASKS,
+        help=f"tasks of the one user of the deep reads (changes, cursor_deep, offset_deep; "
+        f"default {DEEP_TASKS:,})",
+    )
     parser.add_argument(
         "--pg-url",
         default=DEFAULT_PG_URL,
@@ -271,7 +279,9 @@ def pg_value(dsn: str, query: str, *args: object) -> Any:
 class Workbench:
     """Data, databases and servers of one benchmark run, all under one work directory."""
 
-    def __init__(self, *, workdir: Path, pg_url: str, users: int, tasks: int) -> None:
+    def __init__(
+        self, *, workdir: Path, pg_url: str, users: int, tasks: int, deep_tasks: int = DEEP_TASKS
+    ) -> None:
         self.workdir = workdir
         self.pg_url = asyncpg_dsn(pg_url)
         self.private_key = generate_private_key_pem()
@@ -279,6 +289,7 @@ class Workbench:
         self.sqlite_template = workdir / "template.db"
         self.users = users
         self.tasks = tasks
+        self.deep_tasks = deep_tasks
         self.service_overrides: dict[str, str] = {}
         self.app_root: Path | None = None  # an exported backend/ to serve instead of ours
         self.dataset: Dataset | None = None
@@ -344,13 +355,18 @@ class Workbench:
 
     def prepare_data(self) -> Dataset:
         started = time.perf_counter()
-        dataset = generate(users=self.users, tasks=self.tasks, password_hash=hash_password())
-        tokens = mint_tokens(self.private_key, [user.id for user in dataset.users])
+        dataset = generate(
+            users=self.users,
+            tasks=self.tasks,
+            deep_tasks=self.deep_tasks,
+            password_hash=hash_password(),
+        )
+        tokens = mint_tokens(self.private_key, [user.id for user in dataset.everyone])
         write_lua_data(self.data_file, dataset, tokens)
         self.tokens = tokens
         self.dataset = dataset
         log(
-            f"generated {len(dataset.users)} users and {dataset.task_count} tasks "
+            f"generated {len(dataset.everyone)} users and {dataset.task_count} tasks "
             f"in {time.perf_counter() - started:.1f} s"
         )
         return dataset
@@ -816,7 +832,13 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
 
     with work_directory(args.keep) as workdir:
-        bench = Workbench(workdir=workdir, pg_url=args.pg_url, users=args.users, tasks=args.tasks)
+        bench = Workbench(
+            workdir=workdir,
+            pg_url=args.pg_url,
+            users=args.users,
+            tasks=args.tasks,
+            deep_tasks=args.deep_tasks,
+        )
         bench.service_overrides = _overrides(args.service_env)
         revision = git_revision(ROOT)
         if args.revision:
@@ -863,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
                 "flood_connections": plan.flood_connections,
                 "users": args.users,
                 "tasks": args.tasks,
+                "deep_tasks": args.deep_tasks,
                 "workers": plan.workers,
                 "routes": plan.routes,
                 "service_env": bench.service_overrides,

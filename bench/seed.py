@@ -5,7 +5,15 @@ password), so `POST /api/auth/login` does the full work for them. Tasks are inse
 straight into the database (COPY on PostgreSQL, executemany on SQLite), in the formats the
 service's column types store: priority as its rank 1..3, timestamps in UTC to the millisecond,
 and on SQLite task ids as 32 hex digits and timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-`users.task_count` equals each user's number of tasks, as the service keeps it.
+`users.task_count` equals each user's number of tasks, as the service keeps it; every task has
+version 1 and a revision, a user's tasks numbered 1, 2, ... in the order they last changed
+(`updated_at`, then id), and `users.revision` is the last of them (as migration 0007 numbers
+existing tasks, and as the service would have stamped them); nothing is in the trash.
+
+Beside the users that the routes rotate over, one more user holds `DEEP_TASKS` tasks: the deep
+reads (`changes`, `cursor_deep`, `offset_deep`) go to that user only, with a feed cursor taken
+before its last `CHANGES_BEHIND` changes and a list cursor after its first 9,980 tasks
+(`depth`), both made by the service's own code.
 
 Access tokens are minted with the service's own issuer and a signing key that the runner gives
 the service (JWT_PRIVATE_KEY), so no login is needed to get them.
@@ -15,7 +23,7 @@ import asyncio
 import random
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from backend.auth.keys import LocalKeys
 from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import AccessTokenIssuer
+from backend.schemas import TaskListQuery
+from backend.services.changes import Position as FeedPosition
+from backend.services.task_pages import ListRequest
+from backend.services.task_pages import Position as ListPosition
 
 PASSWORD = "bench-lantern-river-48"  # noqa: S105 (the benchmark accounts' shared password)
 SEARCH_TERM = "report"  # occurs in about one title in seven, and in some descriptions
@@ -34,6 +46,11 @@ ISSUER = AUDIENCE = "todo-api"  # the service's defaults for JWT_ISSUER and JWT_
 TOKEN_LIFETIME_SECONDS = 6 * 3600  # longer than any run
 # Tasks of each user that the get/replace/toggle routes address; delete takes the others.
 ADDRESSED_TASKS_PER_USER = 20
+# The deep user: how many tasks, and how many changes its feed reader is behind. Its deep pages
+# are the last full page of its list (the default one: newest first, 20 a page): 9,980 tasks in.
+DEEP_TASKS = 10_000
+CHANGES_BEHIND = 100
+PAGE = 20
 
 _VERBS = (
     "Write", "Review", "Send", "Call", "Buy", "Fix", "Plan", "Book", "Clean", "Prepare",
@@ -65,6 +82,7 @@ class SeedTask:
     due_date: date | None
     created_at: datetime
     updated_at: datetime
+    revision: int = 0  # the user's revision that the task's last change took (set by _numbered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +105,44 @@ class SeedUser:
         addressed = set(self.addressed_task_ids)
         return [str(task.id) for task in self.tasks if str(task.id) not in addressed]
 
+    @property
+    def revision(self) -> int:
+        """The user's revision: the last change to its tasks."""
+        return max((task.revision for task in self.tasks), default=0)
+
+    def changes_cursor(self, behind: int = CHANGES_BEHIND) -> str:
+        """A feed cursor (`since`) of a reader that has seen all but the last `behind` changes."""
+        seen = [task for task in self.tasks if task.revision <= self.revision - behind]
+        last = max(seen, key=lambda task: task.revision)
+        return FeedPosition(last.revision, last.id, 0).cursor()
+
+    @property
+    def depth(self) -> int:
+        """Where the deep pages start: the last full page of the default list."""
+        return max(1, len(self.tasks) - PAGE)
+
+    def list_cursor(self) -> str:
+        """The `next_cursor` of the default list's page that ends `depth` tasks in (what paging
+        there would have given)."""
+        newest = sorted(self.tasks, key=lambda task: (task.created_at, task.id), reverse=True)
+        last = newest[self.depth - 1]
+        position = ListPosition(last.created_at.isoformat(), last.id)
+        return ListRequest(TaskListQuery(), PAGE, 0).cursor(position, self.depth)
+
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
     users: tuple[SeedUser, ...]
     password_hash: str
+    deep: SeedUser | None = None  # the user of the deep reads
+
+    @property
+    def everyone(self) -> tuple[SeedUser, ...]:
+        return self.users if self.deep is None else (*self.users, self.deep)
 
     @property
     def task_count(self) -> int:
-        return sum(len(user.tasks) for user in self.users)
+        return sum(len(user.tasks) for user in self.everyone)
 
 
 def _millis(moment: datetime) -> datetime:
@@ -128,24 +175,37 @@ def _task(rng: random.Random, user_id: str, now: datetime) -> SeedTask:
     )
 
 
-def generate(*, users: int, tasks: int, password_hash: str, seed: int = 8) -> Dataset:
-    """`users` accounts sharing `tasks` tasks evenly, the same for a given seed."""
+def _numbered(tasks: list[SeedTask]) -> tuple[SeedTask, ...]:
+    """The tasks with their revisions: 1, 2, ... in the order they last changed."""
+    in_order = sorted(tasks, key=lambda task: (task.updated_at, task.id))
+    revisions = {task.id: number for number, task in enumerate(in_order, start=1)}
+    return tuple(replace(task, revision=revisions[task.id]) for task in tasks)
+
+
+def _user(rng: random.Random, index: int, count: int, now: datetime) -> SeedUser:
+    user_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return SeedUser(
+        id=user_id,
+        email=f"bench-{index:03d}@example.com",
+        name=f"Bench User {index}",
+        created_at=_millis(now - timedelta(days=200)),
+        tasks=_numbered([_task(rng, user_id, now) for _ in range(count)]),
+    )
+
+
+def generate(
+    *, users: int, tasks: int, password_hash: str, deep_tasks: int = DEEP_TASKS, seed: int = 8
+) -> Dataset:
+    """`users` accounts sharing `tasks` tasks evenly, and one more with `deep_tasks` tasks (none
+    when 0), the same for a given seed."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    people: list[SeedUser] = []
-    for index in range(users):
-        user_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        count = tasks // users + (1 if index < tasks % users else 0)
-        people.append(
-            SeedUser(
-                id=user_id,
-                email=f"bench-{index:03d}@example.com",
-                name=f"Bench User {index}",
-                created_at=_millis(now - timedelta(days=200)),
-                tasks=tuple(_task(rng, user_id, now) for _ in range(count)),
-            )
-        )
-    return Dataset(users=tuple(people), password_hash=password_hash)
+    people = [
+        _user(rng, index, tasks // users + (1 if index < tasks % users else 0), now)
+        for index in range(users)
+    ]
+    deep = _user(rng, users, deep_tasks, now) if deep_tasks else None  # after: same users
+    return Dataset(users=tuple(people), password_hash=password_hash, deep=deep)
 
 
 def hash_password(password: str = PASSWORD) -> str:
@@ -184,11 +244,12 @@ def public_key_pem(private_key_pem: str) -> str:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _USER_COLUMNS = [
-    "id", "provider", "email", "name", "password_hash", "task_count", "created_at", "updated_at",
+    "id", "provider", "email", "name", "password_hash", "task_count", "revision", "created_at",
+    "updated_at",
 ]  # fmt: skip
 _TASK_COLUMNS = [
     "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
-    "completed_at", "priority", "due_date", "created_at", "updated_at",
+    "completed_at", "priority", "due_date", "created_at", "updated_at", "version", "revision",
 ]  # fmt: skip
 
 
@@ -199,7 +260,7 @@ def _folded(task: SeedTask) -> tuple[str, str | None]:
 
 def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
         user.created_at, user.created_at,
     )  # fmt: skip
 
@@ -207,7 +268,8 @@ def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
 def _task_record(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id, task.user_id, task.title, task.description, *_folded(task), task.completed,
-        task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at,
+        task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at, 1,
+        task.revision,
     )  # fmt: skip
 
 
@@ -219,12 +281,12 @@ async def seed_postgres(dsn: str, dataset: Dataset) -> None:
         async with connection.transaction():
             await connection.copy_records_to_table(
                 "users",
-                records=[_user_record(user, dataset.password_hash) for user in dataset.users],
+                records=[_user_record(user, dataset.password_hash) for user in dataset.everyone],
                 columns=_USER_COLUMNS,
             )
             await connection.copy_records_to_table(
                 "tasks",
-                records=[_task_record(task) for user in dataset.users for task in user.tasks],
+                records=[_task_record(task) for user in dataset.everyone for task in user.tasks],
                 columns=_TASK_COLUMNS,
             )
         await connection.execute("VACUUM ANALYZE users, tasks")
@@ -245,7 +307,7 @@ def _sqlite_timestamp(moment: datetime | None) -> str | None:
 def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     created_at = _sqlite_timestamp(user.created_at)
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
         created_at, created_at,
     )  # fmt: skip
 
@@ -255,8 +317,14 @@ def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id.hex, task.user_id, task.title, task.description, *_folded(task),
         int(task.completed), _sqlite_timestamp(task.completed_at), task.priority, due_date,
-        _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at),
+        _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at), 1, task.revision,
     )  # fmt: skip
+
+
+def _sqlite_insert(table: str, columns: list[str]) -> str:
+    """INSERT of these columns (our own names, no input), one parameter each."""
+    placeholders = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"  # noqa: S608
 
 
 def seed_sqlite(path: Path, dataset: Dataset) -> None:
@@ -265,15 +333,12 @@ def seed_sqlite(path: Path, dataset: Dataset) -> None:
     try:
         with connection:
             connection.executemany(
-                "INSERT INTO users (id, provider, email, name, password_hash, task_count, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_sqlite_user_row(user, dataset.password_hash) for user in dataset.users],
+                _sqlite_insert("users", _USER_COLUMNS),
+                [_sqlite_user_row(user, dataset.password_hash) for user in dataset.everyone],
             )
             connection.executemany(
-                "INSERT INTO tasks (id, user_id, title, description, title_folded, "
-                "description_folded, completed, completed_at, priority, due_date, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_sqlite_task_row(task) for user in dataset.users for task in user.tasks],
+                _sqlite_insert("tasks", _TASK_COLUMNS),
+                [_sqlite_task_row(task) for user in dataset.everyone for task in user.tasks],
             )
     finally:
         connection.close()
@@ -311,5 +376,13 @@ def write_lua_data(path: Path, dataset: Dataset, tokens: dict[str, str]) -> None
         f"doomed = {_lua_list(user.doomed_task_ids)}}},"
         for user in order
     )
-    lines += ["  },", "}", ""]
+    lines.append("  },")
+    if dataset.deep is not None:
+        deep = dataset.deep
+        lines.append(
+            f"  deep = {{id = {_lua_string(deep.id)}, token = {_lua_string(tokens[deep.id])}, "
+            f"since = {_lua_string(deep.changes_cursor())}, "
+            f"cursor = {_lua_string(deep.list_cursor())}, depth = {deep.depth}}},"
+        )
+    lines += ["}", ""]
     path.write_text("\n".join(lines), encoding="ascii")

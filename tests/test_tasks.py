@@ -657,7 +657,7 @@ async def test_deleting_a_user_deletes_their_tasks(
 async def test_a_new_user_sees_an_empty_list(client: httpx.AsyncClient) -> None:
     user = await sign_up(client)
     page = (await client.get(user.tasks_url, headers=user.headers)).json()
-    assert page == {"items": [], "total": 0, "limit": 20, "offset": 0}
+    assert page == {"items": [], "total": 0, "limit": 20, "offset": 0, "next_cursor": None}
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from backend.schemas import (
     TrashPage,
     TrashQuery,
 )
-from backend.services import changes, tasks
+from backend.services import changes, task_pages, tasks
 
 router = APIRouter(prefix="/api/{user_id}", tags=["sync"], route_class=OwnerScopedRoute)
 
@@ -103,9 +103,23 @@ async def list_changes(
         **success_response(
             200,
             description="One page of the trash, latest deletion first.",
-            example={"items": [_TRASHED_EXAMPLE], "total": 1, "limit": 20, "offset": 0},
+            example={
+                "items": [_TRASHED_EXAMPLE],
+                "total": 1,
+                "limit": 20,
+                "offset": 0,
+                "next_cursor": None,
+            },
         ),
-        **problem_responses(*_OWNER_ERRORS, invalid=INVALID_QUERY),
+        **problem_responses(
+            *_OWNER_ERRORS,
+            "invalid_cursor",
+            descriptions={
+                400: "A bad query, or a `cursor` that is not one of the trash's or comes with "
+                "`offset`."
+            },
+            invalid=INVALID_QUERY,
+        ),
     },
 )
 async def list_trash(
@@ -113,8 +127,9 @@ async def list_trash(
 ) -> Response:
     """The deleted tasks, with `deleted_at`, latest deletion first. A task stays in the trash
     `TRASH_RETENTION_DAYS`; the trash holds at most `MAX_TASKS_PER_USER` tasks (the oldest
-    deletions are purged beyond)."""
-    return json_response(await tasks.list_trash(unit, owner, query))
+    deletions are purged beyond). Pages by `offset`, or by `cursor` (a page's `next_cursor`),
+    which never repeats or skips a task while others are deleted or restored."""
+    return json_response(await task_pages.list_trash(unit, owner, query))
 
 
 @router.post(

@@ -1,49 +1,40 @@
-"""The task routes, all under /api/{user_id}/tasks and all owner-scoped."""
+"""The task routes, all under /api/{user_id}/tasks and all owner-scoped; the list is
+`task_list.py`'s."""
 
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
+from backend.dependencies import OwnerId, UnitDep
 from backend.errors import ValidationFailed
 from backend.infrastructure import SettingsDep
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
     INVALID_ID,
-    INVALID_QUERY,
     RATE_LIMIT_HEADERS,
-    body_examples,
     link,
     not_modified,
     problem_responses,
-    query_parameters,
     success_response,
 )
 from backend.preconditions import (
     IfMatch,
     IfNoneMatch,
     if_match_versions,
-    list_etag,
     none_match,
     task_etag,
 )
 from backend.responses import json_response
+from backend.routes.task_bodies import CompleteBody, TaskCreateBody, TaskPatchBody, TaskReplaceBody
 from backend.routing import OwnerScopedRoute
 from backend.schemas import (
     COMPLETED_TASK_EXAMPLE,
     TASK_EXAMPLE,
-    TASK_PAGE_EXAMPLE,
-    CompleteRequest,
-    TaskCreate,
-    TaskListQuery,
-    TaskPage,
-    TaskPatch,
     TaskRead,
-    TaskReplace,
 )
 from backend.services import tasks
 
@@ -117,115 +108,6 @@ def _changed_task_responses(
             **({} if invalid is None else {"invalid": invalid}),
         ),
     }
-
-
-TaskCreateBody = Annotated[
-    TaskCreate,
-    Body(
-        openapi_examples=body_examples(
-            full=(
-                "A task with every field",
-                {
-                    "title": "Buy milk",
-                    "description": "Two litres, semi-skimmed",
-                    "completed": False,
-                    "priority": "high",
-                    "due_date": "2026-12-01",
-                },
-            ),
-            minimal=("Only a title", {"title": "Call the plumber"}),
-        )
-    ),
-]
-TaskReplaceBody = Annotated[
-    TaskReplace,
-    Body(
-        openapi_examples=body_examples(
-            replace=(
-                "Every writable field",
-                {
-                    "title": "Buy oat milk",
-                    "description": None,
-                    "completed": True,
-                    "priority": "medium",
-                    "due_date": None,
-                },
-            )
-        )
-    ),
-]
-TaskPatchBody = Annotated[
-    TaskPatch,
-    Body(
-        openapi_examples=body_examples(
-            due=("Set one field", {"due_date": "2026-12-24"}),
-            clear=("Clear a field", {"description": None}),
-            several=("Several fields", {"title": "Buy oat milk", "priority": "high"}),
-        )
-    ),
-]
-CompleteBody = Annotated[
-    CompleteRequest | None,
-    Body(
-        description="Leave the body out to toggle; send {completed: bool} to set.",
-        openapi_examples=body_examples(
-            complete=("Mark the task completed", {"completed": True}),
-            reopen=("Reopen the task", {"completed": False}),
-        ),
-    ),
-]
-
-
-_list_query = query_model(TaskListQuery)
-
-
-@router.get(
-    "",
-    response_model=TaskPage,
-    summary="List tasks",
-    operation_id="listTasks",
-    openapi_extra={"parameters": query_parameters(TaskListQuery)},
-    responses={
-        **success_response(
-            200,
-            description="One page of the caller's tasks.",
-            example=TASK_PAGE_EXAMPLE,
-            headers=("ETag",),
-        ),
-        **not_modified("No task of the caller's has changed, and the query is the same: the list"),
-        **problem_responses(
-            *_OWNER_ERRORS,
-            descriptions={
-                400: "A bad query: an unknown parameter, `status` or `sort`, a `limit` out of "
-                "range, a bad date, or `due_after` later than `due_before`."
-            },
-            invalid=INVALID_QUERY,
-        ),
-    },
-)
-async def list_tasks(
-    owner: OwnerId,
-    user: CurrentUser,
-    unit: UnitDep,
-    query: Annotated[TaskListQuery, Depends(_list_query)],
-    if_none_match: IfNoneMatch = None,
-) -> Response:
-    """The caller's tasks, filtered, sorted and paged.
-
-    `q` matches a substring of the title or description, ignoring case by Unicode full case
-    folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
-    The order is total (ties are broken by
-    id), so paging through an unchanging list never repeats or skips a task; tasks without a due
-    date come last in either direction. A query parameter not listed here is refused (400), and
-    so are `due_after` and `due_before` in the wrong order.
-
-    The answer's weak `ETag` changes whenever any of the caller's tasks changes, or the query
-    does: with `If-None-Match`, an unchanged list is 304, without running the query.
-    """
-    etag = list_etag(user.revision, query.model_dump_json())
-    if none_match(if_none_match, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return json_response(await tasks.list_tasks(unit, owner, query), headers={"ETag": etag})
 
 
 def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> Response:

@@ -43,7 +43,16 @@ COMPLETED_TASK_EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-27T08:15:02.113Z",
     "version": 2,
 }
-TASK_PAGE_EXAMPLE: dict[str, Any] = {"items": [TASK_EXAMPLE], "total": 1, "limit": 20, "offset": 0}
+TASK_PAGE_EXAMPLE: dict[str, Any] = {
+    "items": [TASK_EXAMPLE],
+    "total": 41,
+    "limit": 1,
+    "offset": 0,
+    "next_cursor": (
+        "eyJ2IjoxLCJrIjoidGFza3MiLCJmIjp7fSwibCI6MSwibyI6MSwiYSI6IjIwMjYtMTEtMjZUMjA6MjI6"
+        "MzguNDI3MDAwKzAwOjAwIiwiaSI6IjNmMGM4YTUyNmQxZTRiN2E5YzJmOGU1ZDRhM2IyYzFkIn0"
+    ),
+}
 JWKS_EXAMPLE: dict[str, Any] = {
     "keys": [
         {

@@ -162,6 +162,27 @@ class TaskRead(BaseModel):
     )
 
 
+# A cursor of a list page (its `next_cursor`), sent back as `cursor`.
+ListCursor = Annotated[str, Field(min_length=1, max_length=4096)] | None
+_CURSOR_NOTE = (
+    "The `next_cursor` of an earlier page: asks for the page after it. It remembers the filters, "
+    "the sort and the limit, so send it alone (or with `limit`); with `offset`, or with filters "
+    "or a sort other than its own, 400 `invalid_cursor`."
+)
+_TRASH_CURSOR_NOTE = (
+    "The `next_cursor` of an earlier page: asks for the page after it (it remembers the limit; "
+    "send it alone, or with `limit`). With `offset`, 400 `invalid_cursor`."
+)
+_NEXT_CURSOR_NOTE = (
+    "Send it as `cursor` for the page after this one; null on the last page. Paging by cursor "
+    "never repeats or skips a task that does not change meanwhile, whatever else is added or "
+    "deleted."
+)
+_OFFSET_NOTE = (
+    "The `offset` asked; for a page asked by `cursor`, how many tasks the pages before it gave."
+)
+
+
 class TrashedTask(TaskRead):
     deleted_at: Timestamp = Field(description="When the task went to the trash.")
 
@@ -170,7 +191,8 @@ class TrashPage(BaseModel):
     items: list[TrashedTask]
     total: int = Field(description="How many tasks the trash holds.")
     limit: int
-    offset: int
+    offset: int = Field(description=_OFFSET_NOTE)
+    next_cursor: str | None = Field(description=_NEXT_CURSOR_NOTE)
 
 
 class TrashQuery(BaseModel):
@@ -180,6 +202,7 @@ class TrashQuery(BaseModel):
 
     limit: int = Field(default=20, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=1_000_000)
+    cursor: ListCursor = Field(default=None, description=_TRASH_CURSOR_NOTE)
 
 
 class ClearedTasks(BaseModel):
@@ -234,7 +257,8 @@ class TaskPage(BaseModel):
     items: list[TaskRead]
     total: int = Field(description="How many tasks match the filters, over all pages.")
     limit: int
-    offset: int
+    offset: int = Field(description=_OFFSET_NOTE)
+    next_cursor: str | None = Field(description=_NEXT_CURSOR_NOTE)
 
 
 class TaskStatus(StrEnum):
@@ -302,6 +326,7 @@ class TaskListQuery(BaseModel):
     )
     limit: int = Field(default=20, ge=1, le=100)
     offset: int = Field(default=0, ge=0, le=1_000_000)
+    cursor: ListCursor = Field(default=None, description=_CURSOR_NOTE)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> Self:

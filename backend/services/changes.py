@@ -35,10 +35,9 @@ _FEED = (
     select(*COLUMNS)
     .where(
         t.user_id == OWNER,
-        sa.or_(
-            t.revision > _AFTER_REVISION,
-            sa.and_(t.revision == _AFTER_REVISION, t.id > sa.bindparam("after_id", type_=sa.Uuid)),
-        ),
+        # A row comparison: an index bound on (user_id, revision, id) even in a generic plan.
+        sa.tuple_(t.revision, t.id)
+        > sa.tuple_(_AFTER_REVISION, sa.bindparam("after_id", type_=sa.Uuid)),
         sa.or_(t.deleted_at.is_(None), t.revision > sa.bindparam("start", type_=sa.BigInteger)),
     )
     .order_by(t.revision, t.id)

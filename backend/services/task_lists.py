@@ -1,6 +1,16 @@
-"""The list statements: one count and one page statement per shape of query (which filters,
-which sort), built once per shape, on the owner's live tasks."""
+"""The list statements, built once per shape of query (which filters, which sort) on the owner's
+live tasks: the count, the page by offset, and the pages after a cursor's position (keyset).
 
+A list's order is total: the sort key, then the id, both in the sort's direction; tasks without
+a due date come last in either direction. The page after a position is the rows strictly after
+it in that order, as a row comparison `(key, id) > (:after_key, :after_id)` (`<` descending),
+which both databases run as a range of the list's index (user_id, key, id). A NULL due date
+compares to nothing, so sorting by due date takes up to two statements: the dated rows after
+the position (`KEYED`), then the undated ones (`UNDATED`, or `UNDATED_AFTER` an undated
+position). The trash pages the same way by (deleted_at, id), latest first.
+"""
+
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -11,7 +21,7 @@ from sqlmodel import func, select
 
 from backend.models import TASKS
 from backend.schemas import TaskSort, TaskStatus
-from backend.services.task_statements import COLUMNS, owned
+from backend.services.task_statements import COLUMNS, owned, owned_trash
 
 t = TASKS.c
 SORT_COLUMNS: dict[str, Any] = {
@@ -21,18 +31,24 @@ SORT_COLUMNS: dict[str, Any] = {
     "due_date": t.due_date,
     "priority": t.priority,
 }
+# The title's sort key as the database computes it (lower() differs between databases and from
+# Python's): the page statements of the title sorts return it, for the next cursor.
+SORT_KEY = "sort_key"
+LIMIT: sa.BindParameter[int] = sa.bindparam("limit")
+AFTER_ID = sa.bindparam("after_id", type_=t.id.type)
 
 
-@cache
-def list_statements(
-    status: TaskStatus,
-    search: bool,
-    priority: bool,
-    due_before: bool,
-    due_after: bool,
-    sort: TaskSort,
-) -> tuple[Executable, Executable]:
-    """The count and page statements for one shape of query (at most 480 shapes)."""
+class After(StrEnum):
+    """Which rows a page after a position takes."""
+
+    KEYED = "keyed"  # (key, id) strictly after the position's (a key that is not NULL)
+    UNDATED = "undated"  # every task without a due date (after the dated ones)
+    UNDATED_AFTER = "undated_after"  # the tasks without a due date after the position's id
+
+
+def _where(
+    status: TaskStatus, search: bool, priority: bool, due_before: bool, due_after: bool
+) -> ColumnElement[bool]:
     filters: list[ColumnElement[bool]] = []
     if status is TaskStatus.pending:
         filters.append(t.completed == sa.false())
@@ -52,16 +68,73 @@ def list_statements(
         filters.append(t.due_date <= sa.bindparam("due_before"))
     if due_after:
         filters.append(t.due_date >= sa.bindparam("due_after"))
-    where = owned(*filters)
+    return owned(*filters)
+
+
+def _columns(sort: TaskSort) -> list[Any]:
+    columns: list[Any] = list(COLUMNS)
+    if sort.field == "title":
+        columns.append(SORT_COLUMNS["title"].label(SORT_KEY))
+    return columns
+
+
+@cache
+def list_statements(
+    status: TaskStatus,
+    search: bool,
+    priority: bool,
+    due_before: bool,
+    due_after: bool,
+    sort: TaskSort,
+) -> tuple[Executable, Executable]:
+    """The count and page statements for one shape of query (at most 480 shapes)."""
+    where = _where(status, search, priority, due_before, due_after)
     count = select(func.count().label("total")).select_from(TASKS).where(where)
     page = (
-        select(*COLUMNS)
+        select(*_columns(sort))
         .where(where)
         .order_by(*order_by(sort))
-        .limit(sa.bindparam("limit"))
+        .limit(LIMIT)
         .offset(sa.bindparam("offset"))
     )
     return count, page
+
+
+@cache
+def after_statement(
+    status: TaskStatus,
+    search: bool,
+    priority: bool,
+    due_before: bool,
+    due_after: bool,
+    sort: TaskSort,
+    after: After,
+) -> Executable:
+    """The page after a position, for one shape of query: `limit` rows after (`after_key`,
+    `after_id`) (`after` says which rows: see `After`)."""
+    column = SORT_COLUMNS[sort.field]
+    if after is After.KEYED:
+        key = sa.bindparam("after_key", type_=column.type)
+        row = sa.tuple_(column, t.id)
+        position = sa.tuple_(key, AFTER_ID)
+        criterion = row < position if sort.descending else row > position
+        if sort.field == "title":
+            # SQLite ranges an index by a row value of columns, not of lower(title): the key's
+            # own bound lets it (redundant, and harmless, on PostgreSQL).
+            bound = column <= key if sort.descending else column >= key
+            criterion = sa.and_(bound, criterion)
+    else:
+        criterion = t.due_date.is_(None)
+        if after is After.UNDATED_AFTER:
+            beyond = t.id < AFTER_ID if sort.descending else t.id > AFTER_ID
+            criterion = sa.and_(criterion, beyond)
+    where = sa.and_(_where(status, search, priority, due_before, due_after), criterion)
+    # Every row has a due date, or none has: the index's own order (NULLs first ascending on
+    # SQLite, descending on PostgreSQL) is the list's, and either database scans it either way.
+    key = column.desc() if sort.descending else column.asc()
+    tie = t.id.desc() if sort.descending else t.id.asc()
+    page: Executable = select(*_columns(sort)).where(where).order_by(key, tie).limit(LIMIT)
+    return page
 
 
 def order_by(sort: TaskSort) -> list[Any]:
@@ -72,3 +145,16 @@ def order_by(sort: TaskSort) -> list[Any]:
     if sort.field == "due_date":
         key = key.nulls_last()
     return [key, tie]
+
+
+# The trash, latest deletion first: by offset (`task_statements.TRASH_PAGE`), or after a
+# position.
+_DELETED_AFTER = sa.tuple_(t.deleted_at, t.id) < sa.tuple_(
+    sa.bindparam("after_key", type_=t.deleted_at.type), AFTER_ID
+)
+TRASH_AFTER = (
+    select(*COLUMNS)
+    .where(owned_trash(_DELETED_AFTER))
+    .order_by(t.deleted_at.desc(), t.id.desc())
+    .limit(LIMIT)
+)

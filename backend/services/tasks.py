@@ -1,10 +1,10 @@
-"""Tasks: list, get, create, change (replace, patch, complete), and the trash (delete, restore,
-clear completed, purge).
+"""Tasks: get, create, change (replace, patch, complete), and the trash (delete, restore, clear
+completed, purge). The pages of the list and of the trash are `task_pages.py`'s.
 
-The statements are built once, in `task_statements.py` (`q`) and `task_lists.py`. Every one is
-scoped by its owner, binding the `owner_id` parameter that every execution here supplies
-(`_run`, `_rows`), so a task id alone never reaches a row; another user's task and a missing
-task are indistinguishable. They run on the request's unit of work (`backend/db/unit.py`:
+The statements are built once, in `task_statements.py` (`q`). Every one is scoped by its owner,
+binding the `owner_id` parameter that every execution here supplies (`_run`, `_rows`), so a
+task id alone never reaches a row; another user's task and a missing task are
+indistinguishable. They run on the request's unit of work (`backend/db/unit.py`:
 compiled once and run on the driver directly where they may); rows become response models
 through pydantic's validator, faster than constructing them in Python.
 
@@ -31,18 +31,8 @@ from sqlalchemy.sql import Executable
 from backend.db import Database, UnitOfWork, Work
 from backend.errors import NotFound, PreconditionFailed, TaskExists, TooManyTasks
 from backend.models import utcnow
-from backend.schemas import (
-    TaskCreate,
-    TaskListQuery,
-    TaskPage,
-    TaskPatch,
-    TaskRead,
-    TaskWrite,
-    TrashPage,
-    TrashQuery,
-)
+from backend.schemas import TaskCreate, TaskPatch, TaskRead, TaskWrite
 from backend.services import task_statements as q
-from backend.services.task_lists import list_statements
 
 # The trash is purged of what expired, for its owner, at every this-many-th deletion in a
 # process (and fully by `todo-api purge`).
@@ -66,37 +56,7 @@ def _read(row: dict[str, Any]) -> TaskRead:
     return TaskRead.model_validate(row)
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 # --- reads ----------------------------------------------------------------------------------
-
-
-async def list_tasks(unit: UnitOfWork, owner_id: str, query: TaskListQuery) -> TaskPage:
-    work = await unit.read()
-    count, page = list_statements(
-        query.status,
-        query.q is not None,
-        query.priority is not None,
-        query.due_before is not None,
-        query.due_after is not None,
-        query.sort,
-    )
-    params: dict[str, Any] = {}
-    if query.q is not None:
-        params["pattern"] = _like_pattern(query.q.casefold())
-    for name in ("priority", "due_before", "due_after"):
-        if (value := getattr(query, name)) is not None:
-            params[name] = value
-    total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
-    rows: list[dict[str, Any]] = []
-    if query.offset < total:
-        rows = await _rows(work, page, owner_id, limit=query.limit, offset=query.offset, **params)
-    return TaskPage.model_validate(
-        {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
-    )
 
 
 async def _current(unit: UnitOfWork, owner_id: str, task_id: uuid.UUID) -> TaskRead | None:
@@ -319,18 +279,6 @@ async def restore_task(
         if not rows:
             raise NotFound("No task with this id in the trash.")  # the count is rolled back
     return _read(rows[0])
-
-
-async def list_trash(unit: UnitOfWork, owner_id: str, query: TrashQuery) -> TrashPage:
-    """A page of the trash, latest deletion first."""
-    work = await unit.read()
-    total: int = (await _rows(work, q.TRASH_COUNT, owner_id))[0]["total"]
-    rows: list[dict[str, Any]] = []
-    if query.offset < total:
-        rows = await _rows(work, q.TRASH_PAGE, owner_id, limit=query.limit, offset=query.offset)
-    return TrashPage.model_validate(
-        {"items": rows, "total": total, "limit": query.limit, "offset": query.offset}
-    )
 
 
 async def _forget(work: Work, owner_id: str, purged: list[dict[str, Any]]) -> int:

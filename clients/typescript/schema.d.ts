@@ -17,10 +17,13 @@ export interface paths {
          *
          *     `q` matches a substring of the title or description, ignoring case by Unicode full case
          *     folding (`straße` matches `STRASSE`). `total` counts every task that matches the filters.
-         *     The order is total (ties are broken by
-         *     id), so paging through an unchanging list never repeats or skips a task; tasks without a due
-         *     date come last in either direction. A query parameter not listed here is refused (400), and
-         *     so are `due_after` and `due_before` in the wrong order.
+         *     The order is total (ties are broken by id); tasks without a due date come last in either
+         *     direction. A query parameter not listed here is refused (400), and so are `due_after` and
+         *     `due_before` in the wrong order.
+         *
+         *     Every page that has tasks after it gives `next_cursor`: send it as `cursor` (alone, or with
+         *     `limit`) for the next page. Paging by cursor never repeats or skips a task that does not
+         *     change meanwhile, while others are added or deleted (paging by `offset` can).
          *
          *     The answer's weak `ETag` changes whenever any of the caller's tasks changes, or the query
          *     does: with `If-None-Match`, an unchanged list is 304, without running the query.
@@ -137,7 +140,8 @@ export interface paths {
          * List the trash
          * @description The deleted tasks, with `deleted_at`, latest deletion first. A task stays in the trash
          *     `TRASH_RETENTION_DAYS`; the trash holds at most `MAX_TASKS_PER_USER` tasks (the oldest
-         *     deletions are purged beyond).
+         *     deletions are purged beyond). Pages by `offset`, or by `cursor` (a page's `next_cursor`),
+         *     which never repeats or skips a task while others are deleted or restored.
          */
         get: operations["listTrash"];
         put?: never;
@@ -985,8 +989,16 @@ export interface components {
             total: number;
             /** Limit */
             limit: number;
-            /** Offset */
+            /**
+             * Offset
+             * @description The `offset` asked; for a page asked by `cursor`, how many tasks the pages before it gave.
+             */
             offset: number;
+            /**
+             * Next Cursor
+             * @description Send it as `cursor` for the page after this one; null on the last page. Paging by cursor never repeats or skips a task that does not change meanwhile, whatever else is added or deleted.
+             */
+            next_cursor: string | null;
         };
         /**
          * TaskPatch
@@ -1113,8 +1125,16 @@ export interface components {
             total: number;
             /** Limit */
             limit: number;
-            /** Offset */
+            /**
+             * Offset
+             * @description The `offset` asked; for a page asked by `cursor`, how many tasks the pages before it gave.
+             */
             offset: number;
+            /**
+             * Next Cursor
+             * @description Send it as `cursor` for the page after this one; null on the last page. Paging by cursor never repeats or skips a task that does not change meanwhile, whatever else is added or deleted.
+             */
+            next_cursor: string | null;
         };
         /** TrashedTask */
         TrashedTask: {
@@ -1265,6 +1285,8 @@ export interface operations {
                 sort?: components["schemas"]["TaskSort"];
                 limit?: number;
                 offset?: number;
+                /** @description The `next_cursor` of an earlier page: asks for the page after it. It remembers the filters, the sort and the limit, so send it alone (or with `limit`); with `offset`, or with filters or a sort other than its own, 400 `invalid_cursor`. */
+                cursor?: string | null;
             };
             header?: {
                 /** @description The ETag of what you have: 304, with no body, while it is still current. */
@@ -1303,9 +1325,10 @@ export interface operations {
                      *           "version": 1
                      *         }
                      *       ],
-                     *       "total": 1,
-                     *       "limit": 20,
-                     *       "offset": 0
+                     *       "total": 41,
+                     *       "limit": 1,
+                     *       "offset": 0,
+                     *       "next_cursor": "eyJ2IjoxLCJrIjoidGFza3MiLCJmIjp7fSwibCI6MSwibyI6MSwiYSI6IjIwMjYtMTEtMjZUMjA6MjI6MzguNDI3MDAwKzAwOjAwIiwiaSI6IjNmMGM4YTUyNmQxZTRiN2E5YzJmOGU1ZDRhM2IyYzFkIn0"
                      *     }
                      */
                     "application/json": components["schemas"]["TaskPage"];
@@ -1320,7 +1343,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A bad query: an unknown parameter, `status` or `sort`, a `limit` out of range, a bad date, or `due_after` later than `due_before`. Codes: `validation_error`. */
+            /** @description A bad query: an unknown parameter, `status` or `sort`, a `limit` out of range, a bad date, `due_after` later than `due_before`, or a `cursor` that is not one of this list's or comes with `offset`. Codes: `validation_error`, `invalid_cursor`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -2337,6 +2360,8 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
+                /** @description The `next_cursor` of an earlier page: asks for the page after it (it remembers the limit; send it alone, or with `limit`). With `offset`, 400 `invalid_cursor`. */
+                cursor?: string | null;
             };
             header?: never;
             path: {
@@ -2374,13 +2399,14 @@ export interface operations {
                      *       ],
                      *       "total": 1,
                      *       "limit": 20,
-                     *       "offset": 0
+                     *       "offset": 0,
+                     *       "next_cursor": null
                      *     }
                      */
                     "application/json": components["schemas"]["TrashPage"];
                 };
             };
-            /** @description The request is not valid. Codes: `validation_error`. */
+            /** @description A bad query, or a `cursor` that is not one of the trash's or comes with `offset`. Codes: `validation_error`, `invalid_cursor`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];

@@ -1,0 +1,288 @@
+"""Pages of the task list and of the trash: by offset, or after a cursor (keyset paging).
+
+A page's `next_cursor` (on every page that has rows after it: one row more than the limit is
+read to know) holds the page's last row's position in the list's total order (its sort key and
+id), what the list is (its filters and sort), the limit, and how many rows the walk has given so
+far (the next page's `offset`). The page after a cursor is the rows strictly after its position
+(`task_lists.after_statement`), so a task that does not change is never repeated nor skipped,
+whatever else is added or deleted meanwhile; an offset would move with them.
+
+A cursor is opaque (`cursors`, kind `tasks` or `trash`) and validated: one of another kind, one
+that does not decode to a position of its list, one sent with `offset`, or with filters or a
+sort other than its own, is 400 `invalid_cursor`.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from backend.db import UnitOfWork, Work
+from backend.errors import InvalidCursor
+from backend.models import Priority
+from backend.schemas import TaskListQuery, TaskPage, TrashPage, TrashQuery
+from backend.services import cursors
+from backend.services import task_statements as q
+from backend.services.task_lists import (
+    SORT_KEY,
+    TRASH_AFTER,
+    After,
+    after_statement,
+    list_statements,
+)
+
+TASKS_KIND = "tasks"
+TRASH_KIND = "trash"
+# What a task-list cursor remembers of its query (the limit too, as a default).
+FILTERS = ("status", "q", "priority", "due_before", "due_after", "sort")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """After which row a page starts: its sort key (JSON-ready: an ISO date or timestamp, a
+    title's sort key, a priority; None for no due date) and its id."""
+
+    key: Any
+    task_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A task-list page to read: the list (the query's filters and sort, or its cursor's), the
+    limit, and where the page starts: after `position`, or at `passed` (the offset)."""
+
+    query: TaskListQuery
+    limit: int
+    passed: int
+    position: Position | None = None
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        return self.query.model_dump(mode="json", include=set(FILTERS), exclude_defaults=True)
+
+    def cursor(self, position: Position, passed: int) -> str:
+        """The cursor of the page after `position`, `passed` rows into the walk."""
+        return cursors.encode(
+            TASKS_KIND,
+            f=self.filters,
+            l=self.limit,
+            o=passed,
+            a=position.key,
+            i=position.task_id.hex,
+        )
+
+    def fingerprint(self) -> str:
+        """What the page's content depends on besides the data (for the list's ETag)."""
+        position = None if self.position is None else [self.position.key, self.position.task_id]
+        return orjson.dumps([self.filters, self.limit, self.passed, position]).decode()
+
+
+def _task_id(fields: dict[str, Any]) -> uuid.UUID:
+    text = fields.get("i")
+    if not isinstance(text, str) or len(text) != 32:
+        raise InvalidCursor()
+    try:
+        return uuid.UUID(hex=text)
+    except ValueError as exc:
+        raise InvalidCursor() from exc
+
+
+def _timestamp(value: Any) -> str:
+    """An ISO timestamp with its zone, as a cursor holds it."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidCursor()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidCursor() from exc
+    if moment.tzinfo is None:
+        raise InvalidCursor()
+    return value
+
+
+def _sort_key(field: str, value: Any) -> Any:
+    """A cursor's sort key, checked to be one of `field`'s (InvalidCursor otherwise)."""
+    try:
+        if field in ("created_at", "updated_at"):
+            return _timestamp(value)
+        if field == "due_date":
+            if value is None:
+                return None
+            if not isinstance(value, str) or len(value) != 10:
+                raise InvalidCursor()
+            date.fromisoformat(value)
+            return value
+        if field == "priority":
+            return Priority(value).value
+    except ValueError as exc:
+        raise InvalidCursor() from exc
+    if not isinstance(value, str) or len(value) > 1000:  # a title's sort key
+        raise InvalidCursor()
+    return value
+
+
+def _bound(field: str, key: Any) -> Any:
+    """A cursor's sort key as the statement binds it."""
+    if key is None or field in ("title", "priority"):
+        return key
+    if field == "due_date":
+        return date.fromisoformat(key)
+    return datetime.fromisoformat(key)
+
+
+def _row_key(field: str, row: dict[str, Any]) -> Any:
+    """A row's sort key, JSON-ready."""
+    if field == "title":
+        return row[SORT_KEY]
+    value = row[field]
+    if value is None or isinstance(value, str):  # no due date; a priority (a str enum)
+        return None if value is None else str(value)
+    return value.isoformat()
+
+
+def list_request(query: TaskListQuery) -> ListRequest:
+    """The page a task-list query asks for, its cursor decoded and checked against the query."""
+    if query.cursor is None:
+        return ListRequest(query, query.limit, query.offset)
+    given = query.model_fields_set
+    if "offset" in given:
+        raise InvalidCursor()
+    fields = cursors.decode(query.cursor, TASKS_KIND)
+    filters = fields.get("f")
+    if not isinstance(filters, dict) or not filters.keys() <= set(FILTERS):
+        raise InvalidCursor()
+    try:
+        listed = TaskListQuery.model_validate(filters)
+    except ValidationError as exc:
+        raise InvalidCursor() from exc
+    if any(getattr(query, name) != getattr(listed, name) for name in given & set(FILTERS)):
+        raise InvalidCursor()
+    limit = cursors.integer(fields, "l")
+    if not 1 <= limit <= 100:
+        raise InvalidCursor()
+    position = Position(_sort_key(listed.sort.field, fields.get("a")), _task_id(fields))
+    limit = query.limit if "limit" in given else limit
+    return ListRequest(listed, limit, cursors.integer(fields, "o"), position)
+
+
+async def _rows(work: Work, statement: Any, owner_id: str, **params: Any) -> list[dict[str, Any]]:
+    return await work.rows(statement, {"owner_id": owner_id, **params})
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def list_tasks(unit: UnitOfWork, owner_id: str, request: ListRequest) -> TaskPage:
+    query = request.query
+    work = await unit.read()
+    shape = (
+        query.status,
+        query.q is not None,
+        query.priority is not None,
+        query.due_before is not None,
+        query.due_after is not None,
+        query.sort,
+    )
+    count, page = list_statements(*shape)
+    params: dict[str, Any] = {}
+    if query.q is not None:
+        params["pattern"] = _like_pattern(query.q.casefold())
+    for name in ("priority", "due_before", "due_after"):
+        if (value := getattr(query, name)) is not None:
+            params[name] = value
+    total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
+    wanted = request.limit + 1  # one more than the page: whether another page follows
+    rows: list[dict[str, Any]] = []
+    position = request.position
+    field = query.sort.field
+    if position is None:
+        if request.passed < total:
+            rows = await _rows(work, page, owner_id, limit=wanted, offset=request.passed, **params)
+    elif total > 0:
+        after = {"after_id": position.task_id, **params}
+        if position.key is None:  # among the tasks without a due date
+            undated = after_statement(*shape, After.UNDATED_AFTER)
+            rows = await _rows(work, undated, owner_id, limit=wanted, **after)
+        else:
+            keyed = after_statement(*shape, After.KEYED)
+            key = _bound(field, position.key)
+            rows = await _rows(work, keyed, owner_id, limit=wanted, after_key=key, **after)
+            # Then the tasks without a due date, unless a bound on the due date leaves them out.
+            bounded = query.due_before is not None or query.due_after is not None
+            if field == "due_date" and len(rows) < wanted and not bounded:
+                undated = after_statement(*shape, After.UNDATED)
+                more = wanted - len(rows)
+                rows += await _rows(work, undated, owner_id, limit=more, **params)
+    items = rows[: request.limit]
+    next_cursor = None
+    if len(rows) > request.limit:
+        last = items[-1]
+        next_cursor = request.cursor(
+            Position(_row_key(field, last), last["id"]), request.passed + len(items)
+        )
+    return TaskPage.model_validate(
+        {
+            "items": items,
+            "total": total,
+            "limit": request.limit,
+            "offset": request.passed,
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def list_trash(unit: UnitOfWork, owner_id: str, query: TrashQuery) -> TrashPage:
+    """A page of the trash, latest deletion first, by offset or after a cursor."""
+    limit, passed, position = query.limit, query.offset, None
+    if query.cursor is not None:
+        if "offset" in query.model_fields_set:
+            raise InvalidCursor()
+        fields = cursors.decode(query.cursor, TRASH_KIND)
+        position = Position(_timestamp(fields.get("a")), _task_id(fields))
+        passed = cursors.integer(fields, "o")
+        remembered = cursors.integer(fields, "l")
+        if not 1 <= remembered <= 100:
+            raise InvalidCursor()
+        if "limit" not in query.model_fields_set:
+            limit = remembered
+    work = await unit.read()
+    total: int = (await _rows(work, q.TRASH_COUNT, owner_id))[0]["total"]
+    rows: list[dict[str, Any]] = []
+    if position is not None:
+        if total > 0:
+            after_key = datetime.fromisoformat(position.key)
+            rows = await _rows(
+                work,
+                TRASH_AFTER,
+                owner_id,
+                limit=limit + 1,
+                after_key=after_key,
+                after_id=position.task_id,
+            )
+    elif passed < total:
+        rows = await _rows(work, q.TRASH_PAGE, owner_id, limit=limit + 1, offset=passed)
+    items = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = cursors.encode(
+            TRASH_KIND,
+            l=limit,
+            o=passed + len(items),
+            a=last["deleted_at"].isoformat(),
+            i=last["id"].hex,
+        )
+    return TrashPage.model_validate(
+        {
+            "items": items,
+            "total": total,
+            "limit": limit,
+            "offset": passed,
+            "next_cursor": next_cursor,
+        }
+    )
