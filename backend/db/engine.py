@@ -27,8 +27,10 @@ from backend.db.errors import wrap_driver_os_errors
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
-# The execution option that makes a SQLite transaction begin IMMEDIATE (taking the write lock).
+# The execution option that makes a SQLite transaction begin IMMEDIATE (taking the write lock),
+# and the flag in a connection's `info` that does it for its next BEGIN only.
 BEGIN_MODE = "todo_sqlite_begin"
+BEGIN_IMMEDIATE = "todo_sqlite_begin_immediate"
 _HOLDS_WRITE_LOCK = "todo_holds_sqlite_write_lock"
 
 
@@ -58,7 +60,11 @@ class _SQLiteWriters:
         self._lock = asyncio.Lock()
 
     def begin(self, connection: Connection) -> None:
-        mode = connection.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        mode = (
+            "IMMEDIATE"
+            if connection.info.pop(BEGIN_IMMEDIATE, False)
+            else connection.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        )
         if mode == "IMMEDIATE":
             # SQLAlchemy's documented way to await in an event of an async engine.
             adapted = cast(AdaptedConnection, connection.connection.dbapi_connection)

@@ -55,18 +55,19 @@ def _compiled(statement: sa.Executable, dialect: Dialect) -> _Compiled:
     return _Compiled(statement, dialect)
 
 
-async def _driver(connection: AsyncConnection) -> Any | None:
+async def _driver(connection: AsyncConnection, autocommit: bool) -> Any | None:
     """The driver's connection under `connection` (asyncpg's, aiosqlite's), when statements may
-    go to it directly: inside a transaction SQLAlchemy has already begun, or on PostgreSQL
-    outside any (AUTOCOMMIT). Otherwise (a transaction's first statement, which begins it)
-    None."""
+    go to it directly: inside a transaction SQLAlchemy has already begun, on PostgreSQL outside
+    any (AUTOCOMMIT), and on SQLite for `autocommit` statements (reads, each in SQLite's own
+    implicit transaction: no BEGIN and COMMIT around them). Otherwise (a transaction's first
+    statement, which begins it) None."""
     # The driver's connection under a pooled connection never changes: remember it there.
     raw = connection.info.get(_DRIVER)
     if raw is None:
         raw = connection.info[_DRIVER] = (await connection.get_raw_connection()).driver_connection
     if connection.dialect.name == "sqlite":
         # BEGIN is ours (the "begin" listener): SQLAlchemy's transaction is SQLite's.
-        return raw if connection.in_transaction() else None
+        return raw if autocommit or connection.in_transaction() else None
     sync = connection.sync_connection
     autocommit = sync is not None and (
         sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
@@ -153,7 +154,11 @@ async def translate_driver_error(
 
 
 async def fetch_all(
-    connection: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+    connection: AsyncConnection,
+    statement: sa.Executable,
+    params: Mapping[str, Any],
+    *,
+    autocommit: bool = False,
 ) -> list[dict[str, Any]]:
     """The rows of a statement built once at import time (bind parameters for every value).
 
@@ -164,7 +169,7 @@ async def fetch_all(
     objects, greenlet switches) costs more than the query itself. Otherwise (a transaction's
     first statement) it runs through SQLAlchemy.
     """
-    driver = await _driver(connection)
+    driver = await _driver(connection, autocommit)
     if driver is None:
         result = await connection.execute(statement, params)
         return [dict(row._mapping) for row in result]
@@ -181,11 +186,15 @@ async def fetch_all(
 
 
 async def execute(
-    connection: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+    connection: AsyncConnection,
+    statement: sa.Executable,
+    params: Mapping[str, Any],
+    *,
+    autocommit: bool = False,
 ) -> int:
     """Run a statement built once at import time for its effect; the number of rows it touched.
     The same paths as `fetch_all`."""
-    driver = await _driver(connection)
+    driver = await _driver(connection, autocommit)
     if driver is None:
         return (await connection.execute(statement, params)).rowcount
     count: int = await _on_driver(

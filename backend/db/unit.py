@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
-from backend.db.engine import BEGIN_MODE, build_engine
+from backend.db.engine import BEGIN_IMMEDIATE, BEGIN_MODE, build_engine
 from backend.db.fastpath import execute, fetch_all
 from backend.errors import AppError
 from backend.migrations import is_at_head
@@ -92,11 +92,15 @@ class Work:
     """Where a service runs its statements, in the mode it asked its unit of work for. Valid only
     inside the block (or the request) that handed it out."""
 
-    __slots__ = ("_connection", "_left", "dialect")
+    __slots__ = ("_autocommit", "_connection", "_left", "dialect")
 
-    def __init__(self, connection: AsyncConnection, statements: int | None) -> None:
+    def __init__(
+        self, connection: AsyncConnection, statements: int | None, *, autocommit: bool = False
+    ) -> None:
         self._connection: AsyncConnection | None = connection
         self._left = statements  # None: any number
+        # Reads outside a transaction: each statement is atomic on its own (on SQLite too).
+        self._autocommit = autocommit
         self.dialect: str = connection.dialect.name
 
     def _take(self) -> AsyncConnection:
@@ -115,11 +119,11 @@ class Work:
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """The rows of a statement built once (bind parameters for every value)."""
-        return await fetch_all(self._take(), statement, params or {})
+        return await fetch_all(self._take(), statement, params or {}, autocommit=self._autocommit)
 
     async def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement for its effect; the number of rows it touched."""
-        return await execute(self._take(), statement, params or {})
+        return await execute(self._take(), statement, params or {}, autocommit=self._autocommit)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -165,7 +169,7 @@ class UnitOfWork:
     async def read(self) -> Work:
         """Reads, as many as needed, on the request's connection."""
         if self._reader is None:
-            self._reader = Work(await self._connect(), None)
+            self._reader = Work(await self._connect(), None, autocommit=True)
         return self._reader
 
     @asynccontextmanager
@@ -190,9 +194,12 @@ class UnitOfWork:
         connection = await self._connect()
         if connection.in_transaction():  # a read's (SQLite's snapshot; nothing on PostgreSQL)
             await connection.commit()
-        await connection.execution_options(**self._database._transaction_options)
+        await self._database._to_transaction(connection)
         work = Work(connection, statements)
-        transaction = await connection.begin()
+        try:
+            transaction = await connection.begin()
+        finally:
+            connection.info.pop(BEGIN_IMMEDIATE, None)
         try:
             yield work
         except AppError as exc:
@@ -205,7 +212,7 @@ class UnitOfWork:
             await transaction.commit()
         finally:
             work.end()
-            await connection.execution_options(**self._database._read_options)
+            await self._database._from_transaction(connection)
 
     def session(self) -> AsyncSession:
         """The request's ORM session (a write transaction when the request writes), committed
@@ -255,9 +262,6 @@ class Database:
         self._read_options: dict[str, Any] = (
             {BEGIN_MODE: "DEFERRED"} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
         )
-        self._transaction_options: dict[str, Any] = (
-            {BEGIN_MODE: "IMMEDIATE"} if self.is_sqlite else {"isolation_level": "READ COMMITTED"}
-        )
         self._reader_engine = self.engine.execution_options(**self._read_options)
         self._writer_engine = self.engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
         self._readers = async_sessionmaker(
@@ -268,6 +272,19 @@ class Database:
         )
         self._migrated = False
         self._schema_recheck_at = 0.0
+
+    async def _to_transaction(self, connection: AsyncConnection) -> None:
+        """Make the connection's next BEGIN a write transaction's: on SQLite BEGIN IMMEDIATE,
+        taking the write lock (a flag that the begin listener takes: no round trip); on
+        PostgreSQL out of AUTOCOMMIT."""
+        if self.is_sqlite:
+            connection.info[BEGIN_IMMEDIATE] = True
+        else:
+            await connection.execution_options(isolation_level="READ COMMITTED")
+
+    async def _from_transaction(self, connection: AsyncConnection) -> None:
+        if not self.is_sqlite:
+            await connection.execution_options(**self._read_options)
 
     @asynccontextmanager
     async def unit(self, *, write: bool) -> AsyncIterator[UnitOfWork]:
