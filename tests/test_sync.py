@@ -346,6 +346,9 @@ async def test_a_reader_polling_during_concurrent_writes_never_misses_a_change(
         async def reader() -> str | None:
             cursor: str | None = None
             while True:
+                # Whether every write had been answered before this poll began: only a poll
+                # that began after them is sure to see them all.
+                finished = stop.is_set()
                 page = await feed(client, user, cursor, limit=5)
                 for change in page["changes"]:
                     if change["op"] == "upsert":
@@ -356,7 +359,7 @@ async def test_a_reader_polling_during_concurrent_writes_never_misses_a_change(
                     else:
                         copy.pop(change["id"], None)
                 cursor = page["next"]
-                if stop.is_set() and not page["has_more"]:
+                if finished and not page["has_more"]:
                     return cursor
                 await asyncio.sleep(0)
 
