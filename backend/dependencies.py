@@ -13,6 +13,7 @@
 The infrastructure (settings, database, limiter...) comes from `backend/infrastructure.py`.
 """
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl
@@ -102,6 +103,7 @@ CurrentUser = Annotated[Account, Depends(get_current_user)]
 
 # The `{user_id}` path segment of the owner's routes; the pipeline has checked that it is the
 # caller's own (403 otherwise).
+TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
 OwnerId = Annotated[str, Path(alias="user_id", description="Your own user id (the token's `sub`).")]
 
 

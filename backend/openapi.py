@@ -110,6 +110,9 @@ _STATUS_DESCRIPTIONS = {
 # The codes every route that reads a bearer token, or takes a JSON body, can answer.
 BEARER_ERRORS = ("missing_token", "invalid_token", "token_expired", "email_not_verified")
 BODY_ERRORS = ("payload_too_large", "unsupported_media_type")
+# What every route under /api/{user_id}/ can refuse: malformed input, the token, another owner.
+OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
+TASK_WRITE_LIMITED = {429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."}
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Response headers, shared by reference from the responses that carry them.

@@ -1,19 +1,19 @@
 """What clients that stay in sync need beyond the task routes, all owner-scoped: the changes
 feed, the trash (list, restore, purge) and clearing the completed tasks."""
 
-import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Response
 
-from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
+from backend.dependencies import CurrentUser, OwnerId, TaskId, UnitDep, query_model
 from backend.infrastructure import SettingsDep
 from backend.openapi import (
-    BEARER_ERRORS,
     INVALID_ID,
     INVALID_QUERY,
+    OWNER_ERRORS,
     RATE_LIMIT_HEADERS,
+    TASK_WRITE_LIMITED,
     problem_responses,
     query_parameters,
     success_response,
@@ -35,9 +35,6 @@ from backend.services import changes, task_pages, tasks
 router = APIRouter(prefix="/api/{user_id}", tags=["sync"], route_class=OwnerScopedRoute)
 
 
-TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
-_OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
-_LIMITED = {429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."}
 _TRASHED_EXAMPLE = {**TASK_EXAMPLE, "version": 2, "deleted_at": "2026-11-28T10:00:00.000Z"}
 
 _changes_query = query_model(ChangesQuery)
@@ -64,7 +61,7 @@ _trash_query = query_model(TrashQuery)
             },
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "invalid_cursor",
             "sync_expired",
             descriptions={400: "A bad query, or a `since` that is not a cursor of this feed."},
@@ -112,7 +109,7 @@ async def list_changes(
             },
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "invalid_cursor",
             descriptions={
                 400: "A bad query, or a `cursor` that is not one of the trash's or comes with "
@@ -145,14 +142,14 @@ async def list_trash(
             headers=("ETag", *RATE_LIMIT_HEADERS),
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "not_found",
             "too_many_tasks",
             "rate_limited",
             descriptions={
                 404: "The trash has no task with this id.",
                 409: "The account's task limit is reached (`MAX_TASKS_PER_USER`).",
-                **_LIMITED,
+                **TASK_WRITE_LIMITED,
             },
             invalid=INVALID_ID,
         ),
@@ -168,7 +165,9 @@ async def restore_task(
 
 _PURGED = {
     **success_response(204, description="Purged (or never there).", headers=RATE_LIMIT_HEADERS),
-    **problem_responses(*_OWNER_ERRORS, "rate_limited", descriptions=_LIMITED, invalid=INVALID_ID),
+    **problem_responses(
+        *OWNER_ERRORS, "rate_limited", descriptions=TASK_WRITE_LIMITED, invalid=INVALID_ID
+    ),
 }
 
 
@@ -212,7 +211,7 @@ async def empty_trash(owner: OwnerId, unit: UnitDep) -> Response:
             example={"deleted": 3},
             headers=RATE_LIMIT_HEADERS,
         ),
-        **problem_responses(*_OWNER_ERRORS, "rate_limited", descriptions=_LIMITED),
+        **problem_responses(*OWNER_ERRORS, "rate_limited", descriptions=TASK_WRITE_LIMITED),
     },
 )
 async def clear_completed(owner: OwnerId, unit: UnitDep, settings: SettingsDep) -> Response:

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends, Response
 
 from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
 from backend.openapi import (
-    BEARER_ERRORS,
     INVALID_QUERY,
+    OWNER_ERRORS,
     not_modified,
     problem_responses,
     query_parameters,
@@ -22,7 +22,6 @@ from backend.services import task_pages
 
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], route_class=OwnerScopedRoute)
 
-_OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
 
 _list_query = query_model(TaskListQuery)
 
@@ -42,7 +41,7 @@ _list_query = query_model(TaskListQuery)
         ),
         **not_modified("No task of the caller's has changed, and the query is the same: the list"),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "invalid_cursor",
             descriptions={
                 400: "A bad query: an unknown parameter, `status` or `sort`, a `limit` out of "

@@ -1,21 +1,21 @@
 """The task routes, all under /api/{user_id}/tasks and all owner-scoped; the list is
 `task_list.py`'s."""
 
-import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from backend.dependencies import OwnerId, UnitDep
+from backend.dependencies import OwnerId, TaskId, UnitDep
 from backend.errors import ValidationFailed
 from backend.infrastructure import SettingsDep
 from backend.openapi import (
-    BEARER_ERRORS,
     BODY_ERRORS,
     INVALID_ID,
+    OWNER_ERRORS,
     RATE_LIMIT_HEADERS,
+    TASK_WRITE_LIMITED,
     link,
     not_modified,
     problem_responses,
@@ -44,8 +44,6 @@ router = APIRouter(
     route_class=OwnerScopedRoute,
 )
 
-TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID).")]
-
 
 class _TaskIdSegment(Convertor[str]):
     """`{task_id:task_id}`: any path segment but the names of the task collection's own routes
@@ -62,8 +60,6 @@ class _TaskIdSegment(Convertor[str]):
 
 register_url_convertor("task_id", _TaskIdSegment())
 
-# Every task route can refuse a token (401), a foreign `{user_id}` (403) and malformed input.
-_OWNER_ERRORS = ("validation_error", *BEARER_ERRORS, "forbidden")
 
 # What a client can do next with a task it received: the links the stateful tests follow too.
 _TASK_LINKS = {
@@ -87,7 +83,7 @@ def _changed_task_responses(
     invalid: tuple[list[str], str, str] | None = None,
 ) -> dict[int | str, dict[str, Any]]:
     """What a route that changes one task answers: the task, or one of the owner's errors."""
-    descriptions = {429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."}
+    descriptions = dict(TASK_WRITE_LIMITED)
     if invalid_input is not None:
         descriptions[400] = invalid_input
     return {
@@ -99,7 +95,7 @@ def _changed_task_responses(
             links={"GetTask": _TASK_LINKS["GetTask"], "DeleteTask": _TASK_LINKS["DeleteTask"]},
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "not_found",
             "precondition_failed",
             "rate_limited",
@@ -132,7 +128,7 @@ def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> R
             links=_TASK_LINKS,
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "too_many_tasks",
             "task_exists",
             "rate_limited",
@@ -161,7 +157,7 @@ async def create_task(
     responses={
         **success_response(200, description="The task.", example=TASK_EXAMPLE, headers=("ETag",)),
         **not_modified("The task"),
-        **problem_responses(*_OWNER_ERRORS, "not_found", invalid=INVALID_ID),
+        **problem_responses(*OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
 async def get_task(
@@ -239,10 +235,10 @@ async def patch_task(
             headers=RATE_LIMIT_HEADERS,
         ),
         **problem_responses(
-            *_OWNER_ERRORS,
+            *OWNER_ERRORS,
             "precondition_failed",
             "rate_limited",
-            descriptions={429: "Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`)."},
+            descriptions=TASK_WRITE_LIMITED,
             invalid=INVALID_ID,
         ),
     },
