@@ -210,6 +210,22 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=720)
     idempotency_lease_seconds: int = Field(default=60, ge=5, le=3600)
 
+    # Live updates (`GET /api/{user_id}/events`). The bus carries "this user's tasks changed"
+    # between workers: PostgreSQL LISTEN/NOTIFY, Redis pub/sub, or in-process (SQLite, one
+    # worker); `auto` picks Redis when REDIS_URL is set, else PostgreSQL or in-process.
+    events_bus: Literal["auto", "postgres", "redis", "local"] = "auto"
+    # LISTEN needs a session of its own: behind a transaction-mode pooler, point this at
+    # PostgreSQL itself (default: DATABASE_URL).
+    database_listen_url: str | None = None
+    max_streams_per_user: int = Field(default=5, ge=1, le=100)
+    # A comment line at least this often keeps proxies from closing an idle stream.
+    events_heartbeat_seconds: float = Field(default=15, gt=0, le=60)
+    # How often each worker checks its streams' users (revoked tokens, deleted accounts, a
+    # missed notification) and renews their leases.
+    events_check_seconds: float = Field(default=2, ge=0.1, le=5)
+    # A reader that takes longer than this to accept an event is dropped (it resumes later).
+    events_send_timeout_seconds: float = Field(default=10, gt=0, le=120)
+
     # Mail (password reset links)
     smtp_url: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -267,6 +283,19 @@ class Settings(BaseSettings):
                 "with `todo-api genkey`"
             )
         return value
+
+    @field_validator("database_listen_url", mode="before")
+    @classmethod
+    def _listen_url(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        normalized = normalize_database_url(value.strip())
+        if normalized.startswith("sqlite"):
+            raise ValueError(
+                "DATABASE_LISTEN_URL: LISTEN needs PostgreSQL; write postgresql://user@host/db "
+                "(the database of DATABASE_URL, reached without a pooler)"
+            )
+        return normalized
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -372,6 +401,15 @@ class Settings(BaseSettings):
                 "LOCAL_ACCOUNTS: false needs BETTER_AUTH_URL (otherwise nobody could sign in); "
                 "set it too, or write true"
             )
+        if self.events_bus == "redis" and self.redis_url is None:
+            raise ValueError("EVENTS_BUS: redis needs REDIS_URL; set it too, or write auto")
+        if self.events_bus == "postgres" and self.is_sqlite:
+            raise ValueError(
+                "EVENTS_BUS: postgres needs a PostgreSQL DATABASE_URL; write auto (in-process "
+                "on SQLite)"
+            )
+        if self.database_listen_url is not None and self.is_sqlite:
+            raise ValueError("DATABASE_LISTEN_URL: needs a PostgreSQL DATABASE_URL; unset it")
         if self.environment == "production":
             self._check_production()
         return self
@@ -402,6 +440,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def live_bus(self) -> Literal["postgres", "redis", "local"]:
+        """The bus of live updates, `auto` resolved."""
+        if self.events_bus != "auto":
+            return self.events_bus
+        if self.redis_url is not None:
+            return "redis"
+        return "local" if self.is_sqlite else "postgres"
 
     @property
     def jwks_url(self) -> str | None:
@@ -454,7 +501,9 @@ class SettingsError(ValueError):
         super().__init__("\n".join(problems))
 
 
-_SECRET_SETTINGS = frozenset({"jwt_private_key", "database_url", "redis_url"})
+_SECRET_SETTINGS = frozenset(
+    {"jwt_private_key", "database_url", "database_listen_url", "redis_url"}
+)
 
 
 def _bounds(metadata: list[Any]) -> str:

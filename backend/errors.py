@@ -185,6 +185,21 @@ class UnsupportedMediaType(AppError):
     default_detail = "Request bodies must be JSON (Content-Type: application/json)."
 
 
+class TooManyStreams(AppError):
+    status_code = 429
+    code = "too_many_streams"
+    default_detail = (
+        "At most 5 live-update streams may be open at once for an account; close one first."
+    )
+
+    def __init__(self, max_streams: int) -> None:
+        super().__init__(
+            f"At most {max_streams} live-update streams may be open at once for an account; "
+            "close one first.",
+            headers={"Retry-After": "5"},
+        )
+
+
 class RateLimited(AppError):
     status_code = 429
     code = "rate_limited"

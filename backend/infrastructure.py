@@ -19,6 +19,7 @@ from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import AccessTokenIssuer, TokenVerifier
 from backend.config import Settings
 from backend.db import Database
+from backend.events import Hub
 from backend.mail import Background, Mailer
 from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter
 from backend.runtime import Runtime
@@ -64,6 +65,10 @@ async def get_local_keys(request: Request) -> LocalKeys:
     return runtime_of(request).local_keys
 
 
+async def get_hub(request: Request) -> Hub:
+    return runtime_of(request).hub
+
+
 async def get_limiter(request: Request) -> RateLimiter:
     return runtime_of(request).limiter
 
@@ -94,6 +99,7 @@ HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 AccessTokensDep = Annotated[AccessTokenIssuer, Depends(get_access_tokens)]
 LocalKeysDep = Annotated[LocalKeys, Depends(get_local_keys)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+HubDep = Annotated[Hub, Depends(get_hub)]
 LockoutDep = Annotated[LoginLockout, Depends(get_lockout)]
 SessionPolicyDep = Annotated[SessionPolicy, Depends(get_session_policy)]
 MailerDep = Annotated[Mailer, Depends(get_mailer)]

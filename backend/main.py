@@ -18,7 +18,17 @@ from backend.middleware import (
 )
 from backend.openapi import install_openapi
 from backend.problems import install_error_handlers
-from backend.routes import export, health, me, passwords, sessions, sync, task_list, tasks
+from backend.routes import (
+    events,
+    export,
+    health,
+    me,
+    passwords,
+    sessions,
+    sync,
+    task_list,
+    tasks,
+)
 from backend.runtime import Runtime
 
 DESCRIPTION = """\
@@ -38,6 +48,7 @@ EXPOSED_HEADERS = [
     "RateLimit-Remaining",
     "RateLimit-Reset",
     "Idempotent-Replayed",
+    "ETag",
 ]
 
 
@@ -87,7 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Request-ID",
+            "Idempotency-Key",
+            "If-Match",
+            "If-None-Match",
+            "Last-Event-ID",
+        ],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
@@ -98,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(task_list.router)
     app.include_router(tasks.router)
     app.include_router(sync.router)
+    app.include_router(events.router)
     app.include_router(export.router)
     if settings.local_accounts:
         app.include_router(sessions.local_accounts)

@@ -111,6 +111,11 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+# Set in the scope of a HEAD request served as GET: a route whose GET never ends (the event
+# stream) answers it with its headers alone.
+HEAD_REQUEST = "todo_head_request"
+
+
 class HeadMiddleware:
     """HEAD is GET without the body (RFC 9110): the same status and headers, Content-Length
     included. Routes declare GET only, so the OpenAPI document has no HEAD operations."""
@@ -130,6 +135,7 @@ class HeadMiddleware:
 
         # In place, and back afterwards: the access log reads the method and the route from it.
         scope["method"] = "GET"
+        scope[HEAD_REQUEST] = True
         try:
             await self.app(scope, receive, send_without_body)
         finally:

@@ -280,9 +280,33 @@ class IdempotencyKey(SQLModel, table=True):
     etag: str | None = Field(default=None, sa_type=sa.Text)
 
 
+class EventStream(SQLModel, table=True):
+    """An open live-update stream (`backend/events.py`): a lease its worker renews while the
+    stream is open, so that every worker and machine counts a user's streams against
+    `MAX_STREAMS_PER_USER`, and a dead worker's leases lapse by themselves."""
+
+    __tablename__ = "event_streams"
+    __table_args__ = (
+        sa.Index("ix_event_streams_user_id", "user_id"),
+        sa.Index("ix_event_streams_worker", "worker"),
+        sa.Index("ix_event_streams_expires_at", "expires_at"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    # The worker process serving the stream (a random id of its own, per start).
+    worker: uuid.UUID = Field(nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 # The tables themselves, for Core statements (no ORM entity bookkeeping) on hot paths.
 USERS: sa.Table = User.__table__  # type: ignore[attr-defined]
 TASKS: sa.Table = Task.__table__  # type: ignore[attr-defined]
 PASSWORD_RESETS: sa.Table = PasswordResetToken.__table__  # type: ignore[attr-defined]
 DELETED_SUBJECTS: sa.Table = DeletedSubject.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY_KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+EVENT_STREAMS: sa.Table = EventStream.__table__  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ from backend.errors import (
     SyncExpired,
     TaskExists,
     TokenExpired,
+    TooManyStreams,
     TooManyTasks,
     UnsupportedMediaType,
     ValidationFailed,
@@ -83,6 +84,7 @@ _ERRORS: dict[str, type[AppError]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         RateLimited,
+        TooManyStreams,
         ServiceUnavailable,
     )
 }
@@ -304,7 +306,7 @@ def _problem_headers(status: int, codes: list[str]) -> tuple[str, ...]:
     if status == 401 and set(codes) & set(BEARER_ERRORS):
         return ("WWW-Authenticate",)
     if status == 429:
-        return ("Retry-After", *RATE_LIMIT_HEADERS)
+        return ("Retry-After", *RATE_LIMIT_HEADERS) if "rate_limited" in codes else ("Retry-After",)
     if status == 503:
         return ("Retry-After",)
     return ()

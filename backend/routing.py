@@ -18,8 +18,10 @@
    422 for another request with the key).
 4. The handler (FastAPI: the body, the route's dependencies, the route), then the end of the unit
    of work: its ORM session, if it has one, is committed before the response is sent, so a 201
-   means "stored". With an `Idempotency-Key`, the answer is then kept for repeats, or the key
-   let go (`IdempotentRequest.settle`).
+   means "stored". A write of an owner-scoped route that succeeded then tells the user's live
+   streams, on every worker, to read the changes feed (`backend/events/`). With an
+   `Idempotency-Key`, the answer is then kept for repeats, or the key let go
+   (`IdempotentRequest.settle`).
 
 A unit of work that loses a race in the database (a deadlock, a serialization failure: SQLSTATE
 class 40, rolled back whole) runs again from step 2, up to `ATTEMPTS` times, then answers 503.
@@ -40,7 +42,7 @@ from backend.context import RequestContext
 from backend.db import READ_ONLY_METHODS, UnitOfWork
 from backend.dependencies import BEARER_SCHEME, authenticate, get_current_user, limit
 from backend.errors import Forbidden, is_transient_conflict
-from backend.infrastructure import get_database, get_limiter, provided
+from backend.infrastructure import get_database, get_hub, get_limiter, provided
 from backend.openapi import idempotent_operation
 from backend.safe_retries import idempotent_request
 from backend.services import idempotency, users
@@ -110,6 +112,10 @@ class ApiRoute(APIRoute):
                     await unit.close(exc)
                     raise
                 await unit.close(None)
+                changed = write and earlier is None and response.status_code < 400
+                if changed and principal is not None:
+                    # Committed: the user's open streams, on every worker, read what changed.
+                    (await provided(request, get_hub)).changed(principal.subject)
                 return response
 
             if idempotent is None:

@@ -14,6 +14,7 @@ from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import ACCESS_TOKEN_TYPE, AccessTokenIssuer, TokenVerifier, TrustedIssuer
 from backend.config import Settings
 from backend.db import Database
+from backend.events import Hub
 from backend.mail import Background, Mailer
 from backend.models import AuthProvider
 from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter, parse_networks
@@ -36,6 +37,7 @@ class Runtime:
     trusted_proxies: tuple[IPNetwork, ...]
     mailer: Mailer
     background: Background
+    hub: Hub
 
     @classmethod
     async def start(cls, settings: Settings) -> "Runtime":
@@ -83,6 +85,8 @@ class Runtime:
         hasher = PasswordHasher(concurrency=settings.password_hash_concurrency)
         await hasher.warm_up()
         database = Database(settings)
+        hub = Hub(settings, database)
+        await hub.start()
         return cls(
             settings=settings,
             db=database,
@@ -107,9 +111,12 @@ class Runtime:
             trusted_proxies=parse_networks(settings.trusted_proxies),
             mailer=Mailer(settings),
             background=Background(),
+            hub=hub,
         )
 
     async def stop(self) -> None:
+        # Open streams end first (they give their leases back through the database).
+        await self.hub.stop()
         # Mails being sent when the server stops get a few seconds to go out.
         await self.background.close(timeout_seconds=self.settings.smtp_timeout_seconds)
         if self.better_auth_keys is not None:

@@ -1,7 +1,10 @@
 """Helpers that tests share: what an answer must look like, tokens, and a few requests that
 many tests make. Fixtures live in conftest.py; no test module imports from another."""
 
+import asyncio
+import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -98,3 +101,61 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 async def me_status(client: httpx.AsyncClient, access_token: str) -> int:
     return (await client.get("/api/auth/me", headers=bearer(access_token))).status_code
+
+
+@dataclass
+class Event:
+    """One Server-Sent Event as a client sees it."""
+
+    event: str
+    data: str
+    id: str | None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class EventReader:
+    """Reads the events of an open `text/event-stream` response, one at a time."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+        self.comments = 0
+
+    async def next(self, within: float = 5) -> Event:
+        """The next event (comments counted and skipped); TimeoutError if none comes in time,
+        StopAsyncIteration if the stream ends."""
+        async with asyncio.timeout(within):
+            fields: dict[str, str] = {}
+            data: list[str] = []
+            async for line in self._lines:
+                if not line:
+                    if data or fields:
+                        return Event(
+                            fields.get("event", "message"), "\n".join(data), fields.get("id")
+                        )
+                    continue
+                if line.startswith(":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                else:
+                    fields[name] = value
+            raise StopAsyncIteration
+
+    async def ended(self, within: float) -> bool:
+        """Whether the stream ends (after any events still coming) within `within` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    await self.next(within)
+        except StopAsyncIteration:
+            return True
+        except (TimeoutError, httpx.ReadTimeout):
+            return False
+        except httpx.RemoteProtocolError:
+            return True

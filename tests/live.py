@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
 
+from backend.config import Settings
+from backend.main import create_app
 from tests.conftest import TEST_SIGNING_KEY, record_log_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +32,7 @@ def free_port() -> int:
 class LiveServer:
     url: str
     log_path: Path
+    process: subprocess.Popen[bytes]
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
@@ -70,7 +75,7 @@ def live_server(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)
-        yield LiveServer(url, log_path)
+        yield LiveServer(url, log_path, process)
     finally:
         process.terminate()
         try:
@@ -79,3 +84,31 @@ def live_server(
             process.kill()
             process.wait(timeout=10)
         record_log_lines(log_path.read_text(errors="replace").splitlines())
+
+
+@contextmanager
+def server_thread(settings: Settings, *, graceful_seconds: int = 5) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port, in a thread of its own (its own event
+    loop; no signal handlers), for tests that need real HTTP: streams, several instances."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_seconds,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"server-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=graceful_seconds + 20)

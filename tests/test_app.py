@@ -150,6 +150,35 @@ async def test_cors_allows_the_configured_origin_only(client: httpx.AsyncClient)
     assert "access-control-allow-origin" not in refused.headers
 
 
+async def test_cors_lets_a_browser_send_and_read_the_v2_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    preflight = await client.options(
+        "/api/someone/tasks/9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "authorization, content-type, if-match, "
+            "if-none-match, idempotency-key, last-event-id",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    answer = await client.get("/health", headers={"Origin": "http://localhost:3000"})
+    exposed = {
+        name.strip() for name in answer.headers["access-control-expose-headers"].lower().split(",")
+    }
+    assert {
+        "etag",
+        "idempotent-replayed",
+        "location",
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "x-request-id",
+    } <= exposed
+
+
 async def test_cors_preflight_for_task_routes(client: httpx.AsyncClient) -> None:
     response = await client.options(
         "/api/someone/tasks",

@@ -364,6 +364,36 @@ REFUSALS = [
         '"1m" is not valid; write a whole number from 5 to 3600',
     ),
     ("PASSWORD_HASH_CONCURRENCY", "0", '"0" is not valid; write a whole number from 1 to 64'),
+    ("EVENTS_BUS", "kafka", '"kafka" is not valid; write one of auto, postgres, redis, local'),
+    ("EVENTS_BUS", "redis", "redis needs REDIS_URL; set it too, or write auto"),
+    (
+        "EVENTS_BUS",
+        "postgres",
+        "postgres needs a PostgreSQL DATABASE_URL; write auto (in-process on SQLite)",
+    ),
+    (
+        "DATABASE_LISTEN_URL",
+        "sqlite:///listen.db",
+        "LISTEN needs PostgreSQL; write postgresql://user@host/db (the database of DATABASE_URL, "
+        "reached without a pooler)",
+    ),
+    (
+        "DATABASE_LISTEN_URL",
+        "postgresql://todo@db.internal/todo",
+        "needs a PostgreSQL DATABASE_URL; unset it",
+    ),
+    ("MAX_STREAMS_PER_USER", "0", '"0" is not valid; write a whole number from 1 to 100'),
+    (
+        "EVENTS_HEARTBEAT_SECONDS",
+        "0",
+        '"0" is not valid; write a number greater than 0, at most 60',
+    ),
+    ("EVENTS_CHECK_SECONDS", "10", '"10" is not valid; write a number from 0.1 to 5'),
+    (
+        "EVENTS_SEND_TIMEOUT_SECONDS",
+        "0",
+        '"0" is not valid; write a number greater than 0, at most 120',
+    ),
 ]
 # Any text is a valid value of these (a key's content is checked when the server starts).
 ANY_TEXT = {"JWT_PRIVATE_KEY"}

@@ -68,6 +68,7 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "deleteTask": {204, 412, 429} | OWNER,
     "completeTask": {200, 404, 409, 412, 422, 429} | OWNER | BODY,
     "listChanges": {200, 410} | OWNER,
+    "streamEvents": {200, 429} | OWNER,
     "listTrash": {200} | OWNER,
     "restoreTask": {200, 404, 409, 422, 429} | OWNER,
     "purgeTask": {204, 429} | OWNER,
@@ -102,6 +103,7 @@ RATE_LIMITED = {
     "purgeTask",
     "emptyTrash",
     "clearCompleted",
+    "streamEvents",
 }
 
 
@@ -226,7 +228,10 @@ def test_error_headers_are_documented(served_document: dict[str, Any]) -> None:
             assert "security" not in operation, operation_id
         if "429" in responses:
             assert operation_id in RATE_LIMITED
-            assert {"Retry-After", "RateLimit-Reset"} <= responses["429"]["headers"].keys()
+            headers = responses["429"]["headers"].keys()
+            assert "Retry-After" in headers, operation_id
+            if "rate_limited" in responses["429"]["content"][PROBLEM_JSON]["examples"]:
+                assert "RateLimit-Reset" in headers, operation_id
         if "503" in responses:
             assert "Retry-After" in responses["503"]["headers"], operation_id
         for status, response in responses.items():
@@ -283,9 +288,10 @@ def test_request_and_success_bodies_have_examples(served_document: dict[str, Any
             assert operation["requestBody"]["content"]["application/json"]["examples"], operation_id
         for status, response in operation["responses"].items():
             if int(status) < 300 and status not in {"202", "204"}:  # no body
-                assert "example" in response["content"]["application/json"], (
-                    f"{operation_id} {status}"
-                )
+                # JSON, but for the event stream.
+                [(media, content)] = response["content"].items()
+                assert media in {"application/json", "text/event-stream"}, operation_id
+                assert "example" in content, f"{operation_id} {status}"
 
 
 def test_created_tasks_link_to_the_operations_on_them(served_document: dict[str, Any]) -> None:

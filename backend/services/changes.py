@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from backend.db import UnitOfWork
+from backend.db import UnitOfWork, Work
 from backend.errors import InvalidCursor, SyncExpired
 from backend.models import TASKS, USERS
 from backend.schemas import ChangesPage
@@ -29,6 +29,8 @@ from backend.services.task_statements import COLUMNS, OWNER
 
 _KIND = "changes"
 _NO_ID = uuid.UUID(int=0)
+# After every task of a revision: (revision, _LAST_ID) is past all of the revision's changes.
+_LAST_ID = uuid.UUID(int=(1 << 128) - 1)
 t = TASKS.c
 _AFTER_REVISION = sa.bindparam("after_revision", type_=sa.BigInteger)
 _FEED = (
@@ -71,13 +73,19 @@ class Position:
         return cls(cursors.integer(fields, "r"), parsed, cursors.integer(fields, "s"))
 
 
-async def changes(
-    unit: UnitOfWork, owner_id: str, *, revision: int, since: str | None, limit: int
-) -> ChangesPage:
-    """A page of the feed after `since` (a full sync without it; `revision` is the user's, read
-    before this)."""
-    position = Position(0, _NO_ID, revision) if since is None else Position.parse(since)
-    work = await unit.read()
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """One change of the feed, and the position just after it (a live event's id)."""
+
+    position: Position
+    change: dict[str, Any]
+
+
+async def read_changes(
+    work: Work, owner_id: str, position: Position, *, limit: int
+) -> tuple[list[Changed], bool]:
+    """Up to `limit` changes after `position`, oldest first, and whether more are waiting;
+    410 `sync_expired` when purging has forgotten deletions `position` has not seen."""
     rows = await work.rows(
         _FEED,
         {
@@ -93,17 +101,35 @@ async def changes(
     horizon: int = (await work.rows(_HORIZON, {"owner_id": owner_id}))[0]["sync_horizon"]
     if horizon > max(position.revision, position.start):
         raise SyncExpired()
-    page = rows[:limit]
+    changed = [
+        Changed(Position(row["revision"], row["id"], position.start), _change(row))
+        for row in rows[:limit]
+    ]
+    return changed, len(rows) > limit
+
+
+async def changes(
+    unit: UnitOfWork, owner_id: str, *, revision: int, since: str | None, limit: int
+) -> ChangesPage:
+    """A page of the feed after `since` (a full sync without it; `revision` is the user's, read
+    before this)."""
+    position = Position(0, _NO_ID, revision) if since is None else Position.parse(since)
+    page, has_more = await read_changes(await unit.read(), owner_id, position, limit=limit)
     if page:
-        last = page[-1]
-        position = Position(last["revision"], last["id"], position.start)
+        position = page[-1].position
     return ChangesPage.model_validate(
         {
-            "changes": [_change(row) for row in page],
+            "changes": [changed.change for changed in page],
             "next": position.cursor(),
-            "has_more": len(rows) > limit,
+            "has_more": has_more,
         }
     )
+
+
+def live_position(revision: int) -> Position:
+    """The position of a reader that has seen everything up to `revision`, and wants only
+    what comes after (a live stream opened without a cursor)."""
+    return Position(revision, _LAST_ID, revision)
 
 
 def _change(row: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/{user_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live updates (Server-Sent Events)
+         * @description Every change to the caller's tasks as it commits, whichever worker or machine made it,
+         *     within a second: `event: change`, `data:` the change as the changes feed gives it
+         *     (`upsert` with the task, or `delete` with its id), `id:` the cursor after it.
+         *
+         *     Without a cursor the stream starts from now. With `Last-Event-ID` (which `EventSource` and
+         *     fetch-based clients send when they reconnect) or `since`, the changes after that cursor
+         *     come first, then the live ones: nothing is missed or repeated. A cursor older than what
+         *     purging the trash has kept gives `event: reset` (`data: {"code":"sync_expired"}`): sync
+         *     again from the start with the changes feed; the reset's `id` is the present, from which
+         *     the stream goes on.
+         *
+         *     The stream ends when the access token expires or is revoked (logout everywhere, a new
+         *     password, the account deleted), within a few seconds, and when the server shuts down:
+         *     reconnect with a fresh token and the last event's id. A reader too slow to keep up is
+         *     dropped, and resumes the same way. Authenticate with the `Authorization` header (a
+         *     fetch-based client such as `@microsoft/fetch-event-source`; the browser's `EventSource`
+         *     cannot send it).
+         */
+        get: operations["streamEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/{user_id}/export": {
         parameters: {
             query?: never;
@@ -797,7 +833,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `too_many_streams`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -846,7 +882,7 @@ export interface components {
             detail: string;
             /**
              * Code
-             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
+             * @description Stable machine-readable error code: `validation_error`, `weak_password`, `wrong_password`, `invalid_reset_token`, `missing_token`, `invalid_token`, `token_expired`, `invalid_credentials`, `invalid_refresh_token`, `refresh_token_reused`, `forbidden`, `email_not_verified`, `not_found`, `email_taken`, `password_managed_elsewhere`, `too_many_tasks`, `task_exists`, `invalid_cursor`, `sync_expired`, `precondition_failed`, `idempotency_key_in_progress`, `idempotency_key_reused`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `too_many_streams`, `service_unavailable`, `method_not_allowed`, `internal_error`. New codes may be added; existing ones never change meaning.
              * @example validation_error
              */
             code: string;
@@ -2854,6 +2890,96 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    streamEvents: {
+        parameters: {
+            query?: {
+                /** @description A cursor: the `id` of an event of this stream, or a `next` of the changes feed. */
+                since?: string | null;
+            };
+            header?: {
+                /** @description A cursor: the `id` of an event of this stream, or a `next` of the changes feed. */
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An endless `text/event-stream`: one `change` event per change, with the feed's cursor as its `id`; `reset` when the cursor is too old; a comment line at least every `EVENTS_HEARTBEAT_SECONDS` (15). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example id: eyJ2IjoxLCJrIjoiY2hhbmdlcyIsInIiOjQzLCJpIjoiOWExYjJjM2Q0ZTVmNGE2YjhjN2QwZTFmMmEzYjRjNWQifQ
+                     *     event: change
+                     *     data: {"op":"delete","id":"9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"}
+                     *
+                     *     : ping - 2026-12-03 08:00:15.000000+00:00
+                     */
+                    "text/event-stream": string;
+                };
+            };
+            /** @description A `Last-Event-ID` or `since` that is not a cursor of this feed. Codes: `validation_error`, `invalid_cursor`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MAX_STREAMS_PER_USER` (5) streams of this account are open already. Codes: `too_many_streams`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
