@@ -25,7 +25,7 @@ from backend.db.errors import (
 from backend.logs import configure_logging
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
-from backend.services import idempotency, sessions, tasks
+from backend.services import idempotency, sessions, streams, tasks
 
 logger = logging.getLogger("backend.cli")
 
@@ -140,12 +140,17 @@ async def _purge_idempotency_keys(database: Database, _settings: Settings) -> in
         return await idempotency.purge_expired(unit)
 
 
+async def _purge_stream_leases(database: Database, _settings: Settings) -> int:
+    return await streams.purge_lapsed_streams(database)
+
+
 # What `todo-api purge` deletes, each also purged now and then by the service itself: a
 # description of what it counts, and the function that purges it and returns how many.
 PURGES: tuple[tuple[str, Callable[[Database, Settings], Awaitable[int]]], ...] = (
     ("expired refresh token(s)", _purge_sessions),
     ("task(s) past the trash's retention", _purge_trash),
     ("expired idempotency record(s)", _purge_idempotency_keys),
+    ("lapsed live-update stream lease(s)", _purge_stream_leases),
 )
 
 

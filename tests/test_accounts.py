@@ -19,6 +19,7 @@ from sqlmodel import SQLModel, insert
 
 from backend.models import TASKS, Priority, utcnow
 from backend.runtime import Runtime
+from backend.services import streams
 from tests.conftest import SettingsFactory, SignedUp, WithSettings, sign_up
 from tests.helpers import assert_problem, create, login, me_status, refresh
 
@@ -128,6 +129,11 @@ async def test_deletion_leaves_no_row_of_the_user_in_any_table(
             assert third.status_code == 201, third.text
             await login(client, owner)  # a second session
             await client.post("/api/auth/password/forgot", json={"email": owner.email})
+            # An open live-update stream's lease (a stream itself needs a real server).
+            async with runtime_of(app).db.unit(write=True) as unit:
+                await streams.claim_stream(
+                    unit, owner.id, uuid.uuid4(), worker=uuid.uuid4(), max_streams=5
+                )
         await runtime_of(app).background.drain()
 
         before = await every_row(app)

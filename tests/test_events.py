@@ -3,8 +3,10 @@ SQLite and two instances on PostgreSQL (a write through one reaches a stream on 
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
+from backend.cli import purge
 from backend.config import Settings
-from backend.models import EVENT_STREAMS
+from backend.errors import TooManyStreams
+from backend.models import EVENT_STREAMS, utcnow
+from backend.services import streams
 from tests.conftest import (
     SettingsFactory,
     SignedUp,
@@ -441,3 +446,29 @@ def test_the_bus_by_default_is_redis_when_there_is_one_else_the_database_s(
 ) -> None:
     settings = Settings(_env_file=None, database_url=database, redis_url=redis)
     assert settings.live_bus == bus
+
+
+async def test_the_leases_of_a_worker_that_died_lapse(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    async with running_app(settings) as app, client_for(app) as client:
+        user, other = await sign_up(client), await sign_up(client)
+        database = app.state.runtime.db
+
+        async def claim(owner: SignedUp) -> None:
+            async with database.unit(write=True) as unit:
+                await streams.claim_stream(
+                    unit, owner.id, uuid.uuid4(), worker=uuid.uuid4(), max_streams=5
+                )
+
+        for owner in (user, other):
+            for _ in range(5):  # a worker's streams; the worker then dies
+                await claim(owner)
+            with pytest.raises(TooManyStreams):
+                await claim(owner)
+        async with database.unit(write=True) as unit, unit.statement() as work:
+            await work.run(
+                sa.update(EVENT_STREAMS).values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+        await claim(user)  # its lapsed leases no longer count
+        assert (await purge(settings))["lapsed live-update stream lease(s)"] == 5  # the other's
+        assert (await purge(settings))["lapsed live-update stream lease(s)"] == 0

@@ -531,6 +531,13 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     assert sync["restoredVersion"] == 5
     assert sync["emptyTrash"] == 0
 
+    # Live updates through the client's followChanges: pushed within a second; resumed from the
+    # last cursor, the change made meanwhile and the next one, each once.
+    live = result["live"]
+    assert live["pushed"] == ["Pushed"]
+    assert live["delayMs"] < 1000
+    assert live["resumed"] == ["While away", "Back"]
+
     # Three requests refused at once: one renewal.
     assert result["concurrent"] == {"calls": [False, True], "userIds": [user_id]}
     # A renewed token that is expired too: one retry, then the error.

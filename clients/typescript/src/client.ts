@@ -16,6 +16,9 @@
  */
 import createClient from "openapi-fetch";
 import type { components, paths } from "../schema";
+import { type FollowHandlers, follow } from "./events.js";
+
+export type { Change, FollowHandlers } from "./events.js";
 
 export type Task = components["schemas"]["TaskRead"];
 export type NewTask = components["schemas"]["TaskCreate"];
@@ -429,6 +432,25 @@ export function createTodoClient(options: TodoClientOptions) {
           params: { path: { user_id: bearer.userId() }, query },
           headers: bearer.headers,
         }),
+      );
+    },
+
+    /**
+     * Live updates: calls `onChange` with each change to the user's tasks as it commits (the
+     * changes feed's shape), until `signal` aborts. It reconnects by itself, with a fresh token
+     * and the last change's cursor, so nothing is missed; `onReset` means the cursor was too old
+     * (sync again from the start with `listChanges()`). Resolves once `signal` has aborted.
+     */
+    async followChanges(handlers: FollowHandlers): Promise<void> {
+      const userId = await client.userId();
+      return follow(
+        {
+          url: `${options.baseUrl.replace(/\/$/, "")}/api/${encodeURIComponent(userId)}/events`,
+          fetch: options.fetch ?? ((request) => fetch(request)),
+          token: async (forceRefresh) =>
+            forceRefresh ? renewedToken(await currentToken()) : currentToken(),
+        },
+        handlers,
       );
     },
 

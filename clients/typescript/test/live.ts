@@ -3,7 +3,14 @@
  * token provider whose first token has expired, concurrent renewals, and this API's own accounts
  * renewed through /api/auth/refresh. It answers what happened; the Python test asserts on it.
  */
-import { ApiError, createTodoClient, isPreconditionFailed, type TokenProvider } from "../src/client.js";
+import {
+  ApiError,
+  createTodoClient,
+  isPreconditionFailed,
+  type Task,
+  type TodoClient,
+  type TokenProvider,
+} from "../src/client.js";
 
 export interface LiveInput {
   baseUrl: string;
@@ -35,6 +42,41 @@ function queued(...tokens: string[]): { provider: TokenProvider; calls: boolean[
     return tokens.shift() ?? null;
   };
   return { provider, calls };
+}
+
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** What one `followChanges` saw: the titles (or deleted ids) in order, with their cursors. */
+async function followed(
+  todo: TodoClient,
+  act: () => Promise<unknown>,
+  expected: number,
+  since?: string,
+): Promise<{ seen: { what: string; cursor: string }[]; delayMs: number }> {
+  const seen: { what: string; cursor: string }[] = [];
+  const controller = new AbortController();
+  let opened = false;
+  const following = todo.followChanges({
+    signal: controller.signal,
+    ...(since === undefined ? {} : { since }),
+    onOpen: () => (opened = true),
+    onChange: (change, cursor) =>
+      seen.push({ what: change.op === "upsert" ? change.task.title : change.id, cursor }),
+  });
+  await until(() => opened, 5000);
+  const sent = Date.now();
+  await act();
+  await until(() => seen.length >= expected, 5000);
+  const delayMs = Date.now() - sent;
+  await new Promise((resolve) => setTimeout(resolve, 200)); // nothing more comes
+  controller.abort();
+  await following;
+  return { seen, delayMs };
 }
 
 export async function run(input: LiveInput) {
@@ -111,6 +153,31 @@ export async function run(input: LiveInput) {
     trashed: trash.items.map((task) => task.id),
     restoredVersion: restored.version,
     emptyTrash: (await todo.listTrash()).total,
+  };
+
+  // Live updates: a change pushed as it commits; then, resumed from the last cursor after a
+  // change made while nobody followed, exactly that change.
+  const pushedTasks: Task[] = [];
+  const pushed = await followed(
+    todo,
+    async () => pushedTasks.push(await todo.createTask({ title: "Pushed" })),
+    1,
+  );
+  pushedTasks.push(await todo.createTask({ title: "While away" }));
+  const resumed = await followed(
+    todo,
+    async () => pushedTasks.push(await todo.createTask({ title: "Back" })),
+    2,
+    pushed.seen.at(-1)?.cursor,
+  );
+  for (const task of pushedTasks) {
+    await todo.deleteTask(task.id);
+  }
+  await todo.purgeTrash();
+  const live = {
+    pushed: pushed.seen.map((event) => event.what),
+    delayMs: pushed.delayMs,
+    resumed: resumed.seen.map((event) => event.what),
   };
 
   const everyRoute = {
@@ -192,6 +259,7 @@ export async function run(input: LiveInput) {
     everyRoute,
     safeRetries,
     sync,
+    live,
     concurrent: { calls: concurrent.calls, userIds: [answers[1].id] },
     twiceExpired: { outcome: twiceExpired, calls: stale.calls },
     own: {
