@@ -1,24 +1,29 @@
-"""One live-update stream's events: the changes of the feed after the stream's position, then
-each new change as its user's writes commit, as Server-Sent Events (sse-starlette).
+"""One live-update stream: the changes of the feed after the stream's position, then each new
+change as its user's writes commit, sent as Server-Sent Events.
 
 Each event's id is the feed cursor just after its change, so `Last-Event-ID` resumes exactly
 where the client stopped (no gap, no repeat), and can be given to the feed itself. A position
 whose deletions purging has forgotten gives `event: reset` (the client syncs again from the
 start) with the id of the present, from which the stream goes on.
+
+The response is a plain ASGI callable rather than a library's: an idle stream is one request
+task waiting on its stream's event plus one task listening for the client's disconnect, which
+keeps thousands of open streams cheap (`bench/RESULTS.md`, "Live updates"). A client too slow
+to take an event within `EVENTS_SEND_TIMEOUT_SECONDS` is dropped (the server's write buffer is
+bounded: uvicorn's send waits while it is full) and resumes from its last event.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import sqlalchemy as sa
 from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
 from sqlmodel import select
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import AppStatus, SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from backend.db import Database
 from backend.errors import SyncExpired
@@ -33,43 +38,41 @@ logger = logging.getLogger("backend.events")
 PAGE = 500
 _CHANGE: TypeAdapter[Any] = TypeAdapter(Change)
 _REVISION = select(USERS.c.revision).where(USERS.c.id == sa.bindparam("owner_id"))
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_HEARTBEAT = b": heartbeat\n\n"
+_RESET_DATA = '{"code":"sync_expired"}'
 
-# The hub ends streams on shutdown itself (`backend/events/hub.py`), so that their leases are
-# given back; sse-starlette's own exit handling would cancel them instead.
-AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+def _event(kind: str, cursor: str, data: str) -> bytes:
+    # Cursors are base64url and the data is JSON on one line: nothing to escape.
+    return f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
 async def events(
-    database: Database, stream: Stream, position: Position
-) -> AsyncIterator[ServerSentEvent]:
-    """The stream's events until it ends (its token, the account, shutdown, or the client).
-
-    The database work is shielded from the response's cancellation (a client that goes away
-    cancels the response's tasks, again at every await): cut short, it could leave a pooled
-    connection, or SQLite's write lock, taken for good. Only the wait for a change is
-    cancelled."""
-    try:
-        while stream.ended is None:
-            stream.wake.clear()
-            target = stream.target
-            with anyio.CancelScope(shield=True):
-                page, more, reset = await _read(database, stream, position)
-            if reset is not None:
-                position = reset
-                yield ServerSentEvent(
-                    data='{"code":"sync_expired"}', event="reset", id=position.cursor()
-                )
-                continue
-            for changed in page:
-                position = changed.position
-                data = _CHANGE.dump_json(_CHANGE.validate_python(changed.change))
-                yield ServerSentEvent(data=data.decode(), event="change", id=position.cursor())
-            stream.seen = max(stream.seen, position.revision, target)
-            if not more:
-                await stream.wake.wait()
-    except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
-        # The client reconnects with its last event's id, and misses nothing.
-        logger.warning("live updates: a stream ended, the database failed: %s", exc)
+    database: Database, stream: Stream, position: Position, *, heartbeat_seconds: float
+) -> AsyncIterator[bytes]:
+    """The stream's events, and a comment whenever `heartbeat_seconds` pass without one, until
+    the stream ends (its token, the account, shutdown, or the client)."""
+    while stream.ended is None:
+        stream.wake.clear()
+        target = stream.target
+        page, more, reset = await _read(database, stream, position)
+        if reset is not None:
+            position = reset
+            yield _event("reset", position.cursor(), _RESET_DATA)
+            continue
+        for changed in page:
+            position = changed.position
+            data = _CHANGE.dump_json(_CHANGE.validate_python(changed.change)).decode()
+            yield _event("change", position.cursor(), data)
+        stream.seen = max(stream.seen, position.revision, target)
+        if more:
+            continue
+        while not stream.wake.is_set():
+            try:
+                await asyncio.wait_for(stream.wake.wait(), heartbeat_seconds)
+            except TimeoutError:
+                yield _HEARTBEAT
 
 
 async def _read(
@@ -88,36 +91,47 @@ async def _read(
     return page, more, None
 
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class EventStreamResponse(EventSourceResponse):
-    """An event stream of a hub's stream: it drops a reader too slow to take an event within
-    the send timeout (it resumes from its last event) instead of buffering for it without
-    bound, and gives the stream back to the hub however it ends (even when it never began)."""
+class EventStreamResponse(StreamingResponse):
+    """The `text/event-stream` answer of one hub stream. It gives the stream back to the hub
+    however it ends, and drops a client that does not take an event within `send_timeout`."""
 
     def __init__(
         self,
         hub: Hub,
         stream: Stream,
-        content: AsyncIterator[ServerSentEvent],
+        content: AsyncIterator[bytes],
         *,
-        heartbeat_seconds: float,
         send_timeout_seconds: float,
     ) -> None:
-        super().__init__(
-            content,
-            headers=STREAM_HEADERS,
-            ping=heartbeat_seconds,
-            send_timeout=send_timeout_seconds,
-        )
-        self._hub, self._stream = hub, stream
+        super().__init__(content, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._hub, self._stream, self._content = hub, stream, content
+        self._send_timeout = send_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        listening = asyncio.create_task(self._until_disconnected(receive))
         try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self._content:
+                await self._send(
+                    send, {"type": "http.response.body", "body": chunk, "more_body": True}
+                )
+            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
             logger.warning("live updates: a reader too slow to keep up was dropped")
+        except OSError:
+            pass  # the client went away while an event was sent
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+            # The client reconnects with its last event's id, and misses nothing.
+            logger.warning("live updates: a stream ended, the database failed: %s", exc)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._hub.close(self._stream)
+            listening.cancel()
+            await self._hub.close(self._stream)
+
+    async def _send(self, send: Send, message: Message) -> None:
+        async with asyncio.timeout(self._send_timeout):
+            await send(message)
+
+    async def _until_disconnected(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._stream.end("disconnected")

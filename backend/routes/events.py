@@ -89,10 +89,9 @@ async def stream_events(
     principal = request_context(request).principal
     assert principal is not None  # the pipeline authenticated the owner's route
     stream = await hub.open(unit, principal, seen=position.revision)
+    content = events(
+        database, stream, position, heartbeat_seconds=settings.events_heartbeat_seconds
+    )
     return EventStreamResponse(
-        hub,
-        stream,
-        events(database, stream, position),
-        heartbeat_seconds=settings.events_heartbeat_seconds,
-        send_timeout_seconds=settings.events_send_timeout_seconds,
+        hub, stream, content, send_timeout_seconds=settings.events_send_timeout_seconds
     )
