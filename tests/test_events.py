@@ -264,6 +264,28 @@ async def test_the_sixth_stream_of_a_user_is_429_on_any_instance(
                 pass
 
 
+async def test_ten_streams_opened_at_once_on_two_instances_make_exactly_five(
+    make_settings: SettingsFactory,
+) -> None:
+    with instances(make_settings) as (a, b):
+        async with clients(a, b) as (on_a, on_b), AsyncExitStack() as kept:
+            user = await sign_up(on_a)
+
+            async def attempt(client: httpx.AsyncClient) -> int:
+                response = await kept.enter_async_context(
+                    client.stream(
+                        "GET",
+                        f"/api/{user.id}/events",
+                        headers=user.headers,
+                        timeout=httpx.Timeout(10, read=None),
+                    )
+                )
+                return response.status_code
+
+            statuses = await asyncio.gather(*(attempt(c) for c in [on_a, on_b] * 5))
+            assert sorted(statuses) == [200] * 5 + [429] * 5
+
+
 async def test_heartbeat_comments_keep_an_idle_stream_open(make_settings: SettingsFactory) -> None:
     with instances(make_settings, events_heartbeat_seconds=0.3) as (a, _b):
         async with httpx.AsyncClient(base_url=a) as client:
