@@ -152,6 +152,12 @@ class PostgresBus(_RemoteBus):
 
     async def _listen(self) -> asyncio.Event:
         url = self._target.url
+        args = self._target.connect_args(
+            timeout_seconds=self._timeout, application_name="todo-api-events"
+        )
+        # A NOTIFY commits a transaction of its own: without waiting for its flush to disk (a
+        # crash can lose only messages, which the streams' periodic check makes up for).
+        args["server_settings"] = {**args["server_settings"], "synchronous_commit": "off"}
         connection = await asyncpg.connect(
             host=url.host,
             port=url.port,
@@ -159,9 +165,7 @@ class PostgresBus(_RemoteBus):
             password=url.password,
             database=url.database,
             statement_cache_size=0,
-            **self._target.connect_args(
-                timeout_seconds=self._timeout, application_name="todo-api-events"
-            ),
+            **args,
         )
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
