@@ -18,7 +18,17 @@ from backend.middleware import (
 )
 from backend.openapi import install_openapi
 from backend.problems import install_error_handlers
-from backend.routes import export, health, me, passwords, sessions, sync, task_list, tasks
+from backend.routes import (
+    export,
+    health,
+    me,
+    organizing,
+    passwords,
+    sessions,
+    sync,
+    task_list,
+    tasks,
+)
 from backend.runtime import Runtime
 
 DESCRIPTION = """\
@@ -97,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The busiest routes first: the router tries routes in order.
     app.include_router(task_list.router)
     app.include_router(tasks.router)
+    app.include_router(organizing.router)
     app.include_router(sync.router)
     app.include_router(export.router)
     if settings.local_accounts:
