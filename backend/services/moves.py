@@ -24,7 +24,9 @@ t = TASKS.c
 _NEIGHBOUR = select(t.id, t.position).where(q.owned(q.BY_ID))
 _MOVED = sa.bindparam("moved_id", type_=t.id.type)
 _ROW = sa.tuple_(t.position, t.id)
-_AT = sa.tuple_(sa.bindparam("at_position", type_=t.position.type), sa.bindparam("at_id"))
+_AT = sa.tuple_(
+    sa.bindparam("at_position", type_=t.position.type), sa.bindparam("at_id", type_=t.id.type)
+)
 # The task just before (after) a position, the moved task left out.
 _PREVIOUS = (
     select(t.id, t.position)
