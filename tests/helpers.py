@@ -1,7 +1,10 @@
 """Helpers that tests share: what an answer must look like, tokens, and a few requests that
 many tests make. Fixtures live in conftest.py; no test module imports from another."""
 
+import asyncio
+import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -98,3 +101,21 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 async def me_status(client: httpx.AsyncClient, access_token: str) -> int:
     return (await client.get("/api/auth/me", headers=bearer(access_token))).status_code
+
+
+class BackgroundLoop:
+    """An event loop in a thread of its own: the app runs there, the (synchronous) state
+    machine submits its requests to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
