@@ -81,15 +81,15 @@ def upgrade() -> None:
         "task_tags",
         sa.Column("user_id", sa.String(length=64), nullable=False),
         sa.Column("key", sa.String(length=160), nullable=False),
-        sa.Column("task_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=40), nullable=False),
+        sa.Column("task_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
             ["task_id"], ["tasks.id"], name=op.f("fk_task_tags_task_id_tasks"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_task_tags_user_id_users"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("user_id", "key", "task_id", name=op.f("pk_task_tags")),
+        sa.PrimaryKeyConstraint("user_id", "key", "name", "task_id", name=op.f("pk_task_tags")),
     )
     op.create_index("ix_task_tags_task", "task_tags", ["task_id"])
 
