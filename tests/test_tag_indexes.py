@@ -121,8 +121,8 @@ async def test_tag_lists_and_tag_counts_read_task_tags_by_its_index(
     dialect = engine.dialect.name
     if dialect == "postgresql":
         async with engine.begin() as connection:
-            for statement in _BULK:
-                await connection.exec_driver_sql(statement)
+            for bulk in _BULK:
+                await connection.exec_driver_sql(bulk)
     else:
         await seed(engine, (await sign_up(client)).id)
     await seed(engine, user.id)
