@@ -81,6 +81,8 @@ Tags = Annotated[
 def _one_neighbour(schema: dict[str, Any]) -> None:
     schema["minProperties"] = 1
     schema["maxProperties"] = 1
+    for name in ("before", "after"):
+        schema["properties"][name].pop("default", None)
     schema["examples"] = [{"before": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"}]
 
 
@@ -89,8 +91,9 @@ class MoveRequest(RequestModel):
 
     model_config = ConfigDict(json_schema_extra=_one_neighbour)
 
-    before: uuid.UUID | None = Field(default=None, description="Put the task just before this one.")
-    after: uuid.UUID | None = Field(default=None, description="Put the task just after this one.")
+    # Not nullable: the default only stands for "left out" (see TaskPatch).
+    before: uuid.UUID = Field(default=None, description="Put the task just before this one.")  # type: ignore[assignment]
+    after: uuid.UUID = Field(default=None, description="Put the task just after this one.")  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
