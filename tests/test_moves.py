@@ -42,6 +42,17 @@ async def test_new_tasks_go_first(client: httpx.AsyncClient, user: SignedUp) -> 
     assert await order(client, user, "-position") == ["one", "two", "three"]
 
 
+async def test_position_is_written_by_moves_only(client: httpx.AsyncClient, user: SignedUp) -> None:
+    task = await create(client, user)
+    sent = {"title": "Moved by hand", "position": "0"}
+    for response in (
+        await client.post(user.tasks_url, json=sent, headers=user.headers),
+        await client.put(f"{user.tasks_url}/{task['id']}", json=sent, headers=user.headers),
+        await client.patch(f"{user.tasks_url}/{task['id']}", json=sent, headers=user.headers),
+    ):
+        assert_problem(response, 400, "validation_error")
+
+
 async def test_a_move_writes_the_moved_task_alone(
     client: httpx.AsyncClient, user: SignedUp
 ) -> None:
