@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     max_tasks_per_user: int = Field(default=10000, ge=1)
     # Days a deleted task stays in the trash (which holds at most MAX_TASKS_PER_USER tasks).
     trash_retention_days: int = Field(default=30, ge=1, le=3650)
+    # The longest position key (manual order) a move may write; past it, the user's tasks are
+    # rebalanced to short keys first (backend/services/positions.py). The column holds 64.
+    position_max_length: int = Field(default=32, ge=8, le=64)
 
     # Safe retries (`Idempotency-Key`): how long an answer is kept for a repeat, and how long a
     # request may hold its key before a repeat may take it over (its worker is deemed gone).

@@ -15,7 +15,7 @@ The infrastructure (settings, database, limiter...) comes from `backend/infrastr
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Path, Request
@@ -178,7 +178,11 @@ def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awa
     """A dependency that validates the query string with `model` (unknown parameters refused
     when the model forbids extra fields). FastAPI's own `Query()` models re-inspect their
     field annotations on every request; this costs a single pydantic validation. Document the
-    parameters with `openapi.query_parameters(model)`."""
+    parameters with `openapi.query_parameters(model)`. A parameter whose field is a list may
+    repeat (`tag=a&tag=b`); any other takes its last value."""
+    repeatable = {
+        name for name, field in model.model_fields.items() if get_origin(field.annotation) is list
+    }
 
     async def parse(request: Request) -> Model:
         # Starlette decodes percent-escapes that are not UTF-8 to U+FFFD, so a search would
@@ -195,8 +199,16 @@ def query_model[Model: BaseModel](model: type[Model]) -> Callable[[Request], Awa
                     for name in not_text
                 ]
             )
+        values: dict[str, str | list[str]] = {}
+        for name, value in params:
+            if name in repeatable:
+                listed = values.setdefault(name, [])
+                assert isinstance(listed, list)
+                listed.append(value)
+            else:
+                values[name] = value
         try:
-            return model.model_validate(dict(params))
+            return model.model_validate(values)
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]

@@ -10,6 +10,7 @@ route's dependencies, honours those overrides.
 
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -21,6 +22,7 @@ from backend.config import Settings
 from backend.db import Database
 from backend.events import Hub
 from backend.mail import Background, Mailer
+from backend.models import utcnow
 from backend.ratelimit import IPNetwork, LoginLockout, RateLimiter
 from backend.runtime import Runtime
 from backend.services.sessions import SessionPolicy
@@ -93,6 +95,14 @@ async def get_background(request: Request) -> Background:
     return runtime_of(request).background
 
 
+Clock = Callable[[], datetime]
+
+
+async def get_clock(request: Request) -> Clock:
+    """What "now" is for what depends on the day (the list's views); a test sets its own."""
+    return utcnow
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
@@ -104,3 +114,4 @@ LockoutDep = Annotated[LoginLockout, Depends(get_lockout)]
 SessionPolicyDep = Annotated[SessionPolicy, Depends(get_session_policy)]
 MailerDep = Annotated[Mailer, Depends(get_mailer)]
 BackgroundDep = Annotated[Background, Depends(get_background)]
+ClockDep = Annotated[Clock, Depends(get_clock)]

@@ -23,6 +23,7 @@ from backend.routes import (
     export,
     health,
     me,
+    organizing,
     passwords,
     sessions,
     sync,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The busiest routes first: the router tries routes in order.
     app.include_router(task_list.router)
     app.include_router(tasks.router)
+    app.include_router(organizing.router)
     app.include_router(sync.router)
     app.include_router(events.router)
     app.include_router(export.router)

@@ -10,7 +10,9 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -73,6 +75,25 @@ class PriorityRank(TypeDecorator[Priority]):
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> Priority | None:
         return None if value is None else _RANK_PRIORITY[value]
+
+
+class TagList(TypeDecorator[list[str]]):
+    """A task's tags as it shows them (spellings, in order), stored as a JSON array: what reads
+    show. Filtering and counting read `task_tags`, which holds them folded and indexed."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> list[str] | None:
+        return None if value is None else list(orjson.loads(value))
+
+
+# A task's place in its owner's order: a fractional index (`backend/services/positions.py`),
+# compared byte by byte on every database (PostgreSQL's collation would order it otherwise).
+POSITION_TYPE = sa.String(64).with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
 
 
 class AuthProvider(StrEnum):
@@ -142,6 +163,7 @@ class Task(SQLModel, table=True):
         # Title sorts case-insensitively; the index holds the same expression.
         _live_index("ix_tasks_user_title", "user_id", sa.text("lower(title)"), "id"),
         _live_index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
+        _live_index("ix_tasks_user_position", "user_id", "position", "id"),
         # The changes feed: a user's tasks (the trash too) in the order they last changed.
         sa.Index("ix_tasks_user_revision", "user_id", "revision", "id"),
         # The trash, latest deletion first; and its purge by age, across users.
@@ -176,6 +198,11 @@ class Task(SQLModel, table=True):
     due_date: date | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(TagList(), nullable=False, server_default="[]"),
+    )
+    position: str = Field(sa_column=sa.Column(POSITION_TYPE, nullable=False))
     # 1 at creation, + 1 with every change (its ETag); a write that changes nothing keeps it.
     version: int = Field(default=1, nullable=False, sa_column_kwargs={"server_default": "1"})
     # The owner's revision that the task's last change (its deletion and restoring included) took.
@@ -184,6 +211,33 @@ class Task(SQLModel, table=True):
     )
     # Set when the task went to the trash; the row is purged later.
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TaskTag(SQLModel, table=True):
+    """A tag of a live task, folded (`str.casefold`: its `key`), with the spelling the task
+    shows: what `tag=` filters and `GET /tags` counts read. The primary key holds every column
+    the two read, led by the owner, so both are index-only scans of the owner's own rows. Rows
+    exist for live tasks only (a task's rows go when it goes to the trash, and come back with
+    it), so neither looks at the tasks. A task has each key once (the request's rules see to
+    it). Why a table rather than an array with a GIN index: the README's "Tags"."""
+
+    __tablename__ = "task_tags"
+    __table_args__ = (sa.Index("ix_task_tags_task", "task_id"),)
+
+    user_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64),
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    key: str = Field(max_length=160, primary_key=True)
+    name: str = Field(max_length=40, primary_key=True)
+    task_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid(), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
 
 
 class RefreshToken(SQLModel, table=True):
@@ -310,3 +364,4 @@ PASSWORD_RESETS: sa.Table = PasswordResetToken.__table__  # type: ignore[attr-de
 DELETED_SUBJECTS: sa.Table = DeletedSubject.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY_KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
 EVENT_STREAMS: sa.Table = EventStream.__table__  # type: ignore[attr-defined]
+TASK_TAGS: sa.Table = TaskTag.__table__  # type: ignore[attr-defined]

@@ -12,8 +12,9 @@ service's route and gives the same answer:
   "total", "limit", "offset", "next_cursor"} with the service's field formats and cursor, and
   the list's weak ETag (the user's revision and a digest of the query);
 - get one: the owner-scoped select of a live task by id, with its ETag (its version);
-- create: bump users.task_count under the cap and the user's revision, and insert the task
-  with that revision, in one transaction;
+- create: bump users.task_count under the cap and the user's revision, read the user's first
+  position, and insert the task with that revision and the position before it (computed by
+  the service's own `positions.key_between`), in one transaction;
 - toggle: one owner-scoped UPDATE ... RETURNING that bumps the user's revision in a WITH clause
   and the task's version, as the service's does.
 
@@ -47,6 +48,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backend.services.positions import key_between
+
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
 _PRIORITY_NAMES = {1: "low", 2: "medium", 3: "high"}
 _PRIORITY_RANKS = {name: rank for rank, name in _PRIORITY_NAMES.items()}
@@ -55,24 +58,25 @@ _USER_SQL = "SELECT id, provider, email, name, created_at, revision FROM users W
 _COUNT_SQL = "SELECT count(*) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL"
 _PAGE_SQL = """
     SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
-           created_at, updated_at, version
+           created_at, updated_at, tags, position, version
     FROM tasks WHERE user_id = $1 AND deleted_at IS NULL
     ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
 """
 _GET_SQL = """
     SELECT id, user_id, title, description, completed, completed_at, priority, due_date,
-           created_at, updated_at, version
+           created_at, updated_at, tags, position, version
     FROM tasks WHERE user_id = $1 AND id = $2 AND deleted_at IS NULL
 """
 _COUNT_UP_SQL = """
     UPDATE users SET task_count = task_count + 1, revision = revision + 1
     WHERE id = $1 AND task_count < $2 RETURNING revision
 """
+_FIRST_SQL = "SELECT min(position) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL"
 _INSERT_SQL = """
     INSERT INTO tasks (id, user_id, title, description, completed, completed_at, priority,
                        due_date, created_at, updated_at, title_folded, description_folded,
-                       version, revision)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13)
+                       version, revision, position)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14)
 """
 _TOGGLE_SQL = """
     WITH bumped AS (
@@ -84,7 +88,7 @@ _TOGGLE_SQL = """
     FROM bumped
     WHERE tasks.user_id = bumped.id AND tasks.id = $2 AND deleted_at IS NULL
     RETURNING tasks.id, user_id, title, description, completed, completed_at, priority, due_date,
-              created_at, updated_at, version
+              created_at, updated_at, tags, position, version
 """
 _WRITABLE = frozenset({"title", "description", "completed", "priority", "due_date"})
 
@@ -164,6 +168,8 @@ def _task(row: Mapping[str, Any]) -> dict[str, Any]:
         "due_date": None if due_date is None else due_date.isoformat(),
         "created_at": _timestamp(row["created_at"]),
         "updated_at": _timestamp(row["updated_at"]),
+        "tags": orjson.loads(row["tags"]),
+        "position": row["position"],
         "version": row["version"],
     }
 
@@ -174,7 +180,7 @@ def _etag(task: Mapping[str, Any]) -> dict[str, str]:
 
 def _list_etag(revision: int, limit: int, offset: int) -> str:
     """The service's weak ETag of the default list's page (`task_pages.ListRequest`)."""
-    digest = hashlib.sha256(orjson.dumps([{}, limit, offset, None])).hexdigest()[:16]
+    digest = hashlib.sha256(orjson.dumps([{}, limit, offset, None, None])).hexdigest()[:16]
     return f'W/"{revision}.{digest}"'
 
 
@@ -329,6 +335,7 @@ async def create_task(request: Request) -> Response:
         "completed_at": now if values["completed"] else None,
         "created_at": now,
         "updated_at": now,
+        "tags": "[]",
         "version": 1,
     }
     async with floor.pool.acquire() as connection, connection.transaction():
@@ -337,11 +344,13 @@ async def create_task(request: Request) -> Response:
         revision = await connection.fetchval(_COUNT_UP_SQL, owner, floor.max_tasks)
         if revision is None:
             return _problem(409, "too_many_tasks")
+        # New tasks go first: the key before the user's first (the service's own function).
+        task["position"] = key_between(None, await connection.fetchval(_FIRST_SQL, owner))
         await connection.execute(
             _INSERT_SQL, task["id"], owner, task["title"], task["description"],
             task["completed"], task["completed_at"], task["priority"], task["due_date"], now, now,
             task["title"].casefold(), task["description"] and task["description"].casefold(),
-            revision,
+            revision, task["position"],
         )  # fmt: skip
     location = f"/api/{owner}/tasks/{task['id']}"
     return _json(_task(task), status_code=201, headers={"Location": location, **_etag(task)})

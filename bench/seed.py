@@ -37,6 +37,7 @@ from backend.auth.passwords import PasswordHasher
 from backend.auth.tokens import AccessTokenIssuer
 from backend.schemas import TaskListQuery
 from backend.services.changes import Position as FeedPosition
+from backend.services.positions import rebalance_width, rebalanced_key
 from backend.services.task_pages import ListRequest
 from backend.services.task_pages import Position as ListPosition
 
@@ -83,6 +84,7 @@ class SeedTask:
     created_at: datetime
     updated_at: datetime
     revision: int = 0  # the user's revision that the task's last change took (set by _numbered)
+    position: str = ""  # the user's order, newest first, as migration 0010 gives (set by _numbered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +178,16 @@ def _task(rng: random.Random, user_id: str, now: datetime) -> SeedTask:
 
 
 def _numbered(tasks: list[SeedTask]) -> tuple[SeedTask, ...]:
-    """The tasks with their revisions: 1, 2, ... in the order they last changed."""
+    """The tasks with their revisions: 1, 2, ... in the order they last changed; and their
+    positions, newest first."""
     in_order = sorted(tasks, key=lambda task: (task.updated_at, task.id))
     revisions = {task.id: number for number, task in enumerate(in_order, start=1)}
-    return tuple(replace(task, revision=revisions[task.id]) for task in tasks)
+    newest = sorted(tasks, key=lambda task: (task.created_at, task.id), reverse=True)
+    width = rebalance_width(len(tasks))
+    positions = {task.id: rebalanced_key(rank, width) for rank, task in enumerate(newest)}
+    return tuple(
+        replace(task, revision=revisions[task.id], position=positions[task.id]) for task in tasks
+    )
 
 
 def _user(rng: random.Random, index: int, count: int, now: datetime) -> SeedUser:
@@ -250,6 +258,7 @@ _USER_COLUMNS = [
 _TASK_COLUMNS = [
     "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
     "completed_at", "priority", "due_date", "created_at", "updated_at", "version", "revision",
+    "position",
 ]  # fmt: skip
 
 
@@ -269,7 +278,7 @@ def _task_record(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id, task.user_id, task.title, task.description, *_folded(task), task.completed,
         task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at, 1,
-        task.revision,
+        task.revision, task.position,
     )  # fmt: skip
 
 
@@ -318,6 +327,7 @@ def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
         task.id.hex, task.user_id, task.title, task.description, *_folded(task),
         int(task.completed), _sqlite_timestamp(task.completed_at), task.priority, due_date,
         _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at), 1, task.revision,
+        task.position,
     )  # fmt: skip
 
 

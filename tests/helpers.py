@@ -3,7 +3,9 @@ many tests make. Fixtures live in conftest.py; no test module imports from anoth
 
 import asyncio
 import json
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,3 +161,21 @@ class EventReader:
             return False
         except httpx.RemoteProtocolError:
             return True
+
+
+class BackgroundLoop:
+    """An event loop in a thread of its own: the app runs there, the (synchronous) state
+    machine submits its requests to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()

@@ -20,6 +20,7 @@ from sqlmodel import SQLModel, insert
 from backend.models import TASKS, Priority, utcnow
 from backend.runtime import Runtime
 from backend.services import streams
+from backend.services.positions import rebalanced_key
 from tests.conftest import SettingsFactory, SignedUp, WithSettings, sign_up
 from tests.helpers import assert_problem, create, login, me_status, refresh
 
@@ -123,7 +124,7 @@ async def test_deletion_leaves_no_row_of_the_user_in_any_table(
         user, other = await sign_up(client), await sign_up(client)
         for owner in (user, other):
             for title in ("one", "two"):
-                await create(client, owner, title=title)
+                await create(client, owner, title=title, tags=["home"])
             keyed = {**owner.headers, "Idempotency-Key": "the-third"}  # a kept answer
             third = await client.post(owner.tasks_url, json={"title": "three"}, headers=keyed)
             assert third.status_code == 201, third.text
@@ -275,6 +276,7 @@ async def seed_tasks(app: FastAPI, owner_id: str, count: int) -> None:
             "due_date": (start + timedelta(days=n % 40)).date(),
             "created_at": start + timedelta(milliseconds=n),
             "updated_at": start + timedelta(milliseconds=n),
+            "position": rebalanced_key(count - 1 - n, 4),  # newest first
         }
         for n in range(count)
     ]

@@ -357,6 +357,7 @@ REFUSALS = [
     ),
     ("MAX_TASKS_PER_USER", "0", '"0" is not valid; write a whole number of at least 1'),
     ("TRASH_RETENTION_DAYS", "0", '"0" is not valid; write a whole number from 1 to 3650'),
+    ("POSITION_MAX_LENGTH", "7", '"7" is not valid; write a whole number from 8 to 64'),
     ("IDEMPOTENCY_TTL_HOURS", "0", '"0" is not valid; write a whole number from 1 to 720'),
     (
         "IDEMPOTENCY_LEASE_SECONDS",

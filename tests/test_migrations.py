@@ -238,3 +238,67 @@ async def _folded_texts(url: str) -> list[tuple[str, str | None]]:
             return [(row[0], row[1]) for row in result]
     finally:
         await engine.dispose()
+
+
+def test_upgrading_to_positions_orders_stored_tasks_newest_first(fresh_database_url: str) -> None:
+    """From 0008 with tasks of two users: every task gets no tags and a position, each user's
+    newest first, keys of the shape a rebalance writes."""
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0008_idempotency_keys")
+    asyncio.run(_store_tasks_of_0008(fresh_database_url))
+    command.upgrade(config, "head")
+    rows = asyncio.run(_positions(fresh_database_url))
+    for owner in ("u1", "u2"):
+        mine = [row for row in rows if row[0] == owner]
+        by_position = [title for _, title, _, _ in sorted(mine, key=lambda row: row[2])]
+        assert by_position == [f"{owner} task {n}" for n in (2, 1, 0)]
+        assert all(len(position) == 5 and position[0] == "d" for _, _, position, _ in mine)
+        assert all(tags == "[]" for *_, tags in mine)
+    assert asyncio.run(_inspect(fresh_database_url))["diffs"] == []
+
+
+_TASKS_0008 = sa.table(
+    "tasks",
+    *(sa.column(column.name, column.type) for column in _TASKS_0002.columns),
+    sa.column("title_folded", sa.String()),
+)
+
+
+async def _store_tasks_of_0008(url: str) -> None:
+    now = datetime.now(UTC)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                sa.insert(_USERS_0002),
+                [
+                    {"id": owner, "provider": "local", "email": f"{owner}@example.com",
+                     "task_count": 3, "created_at": now, "updated_at": now}
+                    for owner in ("u1", "u2")
+                ],
+            )  # fmt: skip
+            await connection.execute(
+                sa.insert(_TASKS_0008),
+                [
+                    {"id": uuid.uuid4(), "user_id": owner, "title": f"{owner} task {n}",
+                     "title_folded": f"{owner} task {n}", "description": None,
+                     "completed": False, "priority": 2,
+                     "created_at": now + timedelta(seconds=n), "updated_at": now}
+                    for owner in ("u1", "u2")
+                    for n in range(3)
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _positions(url: str) -> list[tuple[str, str, str, str]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                sa.text("SELECT user_id, title, position, tags FROM tasks")
+            )
+            return [(row[0], row[1], row[2], row[3]) for row in result]
+    finally:
+        await engine.dispose()

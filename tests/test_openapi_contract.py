@@ -74,6 +74,8 @@ EXPECTED_STATUSES: dict[str, set[int]] = {
     "purgeTask": {204, 429} | OWNER,
     "emptyTrash": {204, 429} | OWNER,
     "clearCompleted": {200, 409, 422, 429} | OWNER,
+    "moveTask": {200, 404, 409, 412, 422, 429} | OWNER | BODY,
+    "listTags": {200} | OWNER,
 }
 PUBLIC_OPERATIONS = {
     "health",
@@ -104,6 +106,7 @@ RATE_LIMITED = {
     "emptyTrash",
     "clearCompleted",
     "streamEvents",
+    "moveTask",
 }
 
 
@@ -275,6 +278,7 @@ def test_every_post_and_patch_of_a_user_takes_an_idempotency_key(
         "completeTask",
         "restoreTask",
         "clearCompleted",
+        "moveTask",
     }
     codes = served_document["components"]["schemas"]["Problem"]["properties"]["code"]
     assert "`idempotency_key_reused`" in codes["description"]
@@ -563,7 +567,14 @@ def test_typed_client_against_a_live_api(node_tools: Path, tmp_path: Path) -> No
     newcomer = result["newcomer"]
     assert newcomer["profile"] == {"name": "New Comer", "timeZone": "Europe/Paris"}
     assert newcomer["exported"]["format"] == "todo-api/1"
-    assert len(newcomer["exported"]["tasks"]) == 1
+    assert len(newcomer["exported"]["tasks"]) == 2
+    assert newcomer["organizing"] == {
+        "movedVersion": 2,
+        "tagged": ["Second task"],
+        "order": ["First task", "Second task"],
+        "noDate": 2,
+        "tags": [{"name": "home", "count": 1}, {"name": "Work", "count": 1}],
+    }
     assert newcomer["badReset"] == {"ok": False, "status": 400, "code": "invalid_reset_token"}
     assert newcomer["wrongDeletion"] == {"ok": False, "status": 400, "code": "wrong_password"}
     assert newcomer["afterDeletion"] == {"ok": False, "status": 401, "code": "invalid_credentials"}

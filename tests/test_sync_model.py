@@ -3,10 +3,7 @@ creates, replaces, completes, deletes, restores and clear-completed; a syncing c
 the feed at random moments; after a final sync, its copy equals the server's live tasks exactly
 (ids, fields, versions). On both databases."""
 
-import asyncio
-import threading
 import uuid
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -25,26 +22,7 @@ from hypothesis.stateful import (
 
 from backend.config import Settings
 from tests.conftest import client_for, running_app, sign_up
-from tests.helpers import login
-
-
-class BackgroundLoop:
-    """An event loop in a thread of its own: the app runs there, the (synchronous) state
-    machine submits its requests to it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
+from tests.helpers import BackgroundLoop, login
 
 TITLES = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=12

@@ -34,8 +34,9 @@ async def test_create_returns_the_task_with_defaults_and_location(
     task = response.json()
     assert set(task) == {
         "id", "user_id", "title", "description", "completed", "completed_at",
-        "priority", "due_date", "created_at", "updated_at", "version",
+        "priority", "due_date", "created_at", "updated_at", "tags", "position", "version",
     }  # fmt: skip
+    assert task["tags"] == []
     assert uuid.UUID(task["id"]).version == 4
     assert task["user_id"] == user.id
     assert task["title"] == "Buy milk"

@@ -19,6 +19,7 @@ TaskCreateBody = Annotated[
                     "completed": False,
                     "priority": "high",
                     "due_date": "2026-12-01",
+                    "tags": ["errands", "home"],
                 },
             ),
             minimal=("Only a title", {"title": "Call the plumber"}),
@@ -37,6 +38,7 @@ TaskReplaceBody = Annotated[
                     "completed": True,
                     "priority": "medium",
                     "due_date": None,
+                    "tags": ["errands"],
                 },
             )
         )
@@ -49,6 +51,7 @@ TaskPatchBody = Annotated[
             due=("Set one field", {"due_date": "2026-12-24"}),
             clear=("Clear a field", {"description": None}),
             several=("Several fields", {"title": "Buy oat milk", "priority": "high"}),
+            tags=("Replace the tags", {"tags": ["work", "urgent"]}),
         )
     ),
 ]

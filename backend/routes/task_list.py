@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from backend.dependencies import CurrentUser, OwnerId, UnitDep, query_model
+from backend.infrastructure import ClockDep
 from backend.openapi import (
     INVALID_QUERY,
     OWNER_ERRORS,
@@ -44,9 +45,11 @@ _list_query = query_model(TaskListQuery)
             *OWNER_ERRORS,
             "invalid_cursor",
             descriptions={
-                400: "A bad query: an unknown parameter, `status` or `sort`, a `limit` out of "
-                "range, a bad date, `due_after` later than `due_before`, or a `cursor` that is "
-                "not one of this list's or comes with `offset`."
+                400: "A bad query: an unknown parameter, `status`, `view` or `sort`, a `limit` "
+                "out of range, a bad date, `due_after` later than `due_before`, a `tz` that is "
+                "not an IANA time zone, a `tag` that is blank or longer than 40 characters (or "
+                "more than 20 of them), or a `cursor` that is not one of this list's or comes "
+                "with `offset`."
             },
             invalid=INVALID_QUERY,
         ),
@@ -56,6 +59,7 @@ async def list_tasks(
     owner: OwnerId,
     user: CurrentUser,
     unit: UnitDep,
+    clock: ClockDep,
     query: Annotated[TaskListQuery, Depends(_list_query)],
     if_none_match: IfNoneMatch = None,
 ) -> Response:
@@ -67,6 +71,11 @@ async def list_tasks(
     direction. A query parameter not listed here is refused (400), and so are `due_after` and
     `due_before` in the wrong order.
 
+    `view` lists the tasks of a day: `today` (due today), `overdue` (due before today, not
+    completed), `upcoming` (due after today), `no_date`. Today is the date in the user's
+    `time_zone` (`PATCH /api/auth/me`), or in `tz`. `tag` (repeatable) keeps the tasks that
+    have every one of the tags, in any spelling. `sort=position` is the user's own order.
+
     Every page that has tasks after it gives `next_cursor`: send it as `cursor` (alone, or with
     `limit`) for the next page. Paging by cursor never repeats or skips a task that does not
     change meanwhile, while others are added or deleted (paging by `offset` can).
@@ -75,8 +84,9 @@ async def list_tasks(
     does: with `If-None-Match`, an unchanged list is 304, without running the query.
     """
     request = task_pages.list_request(query)  # a bad cursor is 400 before any 304
-    etag = list_etag(user.revision, request.fingerprint())
+    today = task_pages.today_in(request.time_zone(user.time_zone), clock())
+    etag = list_etag(user.revision, request.fingerprint(today))
     if none_match(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
-    page = await task_pages.list_tasks(unit, owner, request)
+    page = await task_pages.list_tasks(unit, owner, request, today=today)
     return json_response(page, headers={"ETag": etag})

@@ -76,7 +76,7 @@ _TASK_LINKS = {
 }
 
 
-def _changed_task_responses(
+def changed_task_responses(
     description: str,
     *,
     invalid_input: str | None = None,
@@ -106,7 +106,7 @@ def _changed_task_responses(
     }
 
 
-def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> Response:
+def task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> Response:
     """A response carrying one task, with its ETag."""
     return json_response(
         task, status_code=status_code, headers={"ETag": task_etag(task.version), **headers}
@@ -144,9 +144,16 @@ def _task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> R
 async def create_task(
     owner: OwnerId, unit: UnitDep, body: TaskCreateBody, settings: SettingsDep
 ) -> Response:
-    """Create a task. The answer's `Location` header is the new task's URL."""
-    task = await tasks.create_task(unit, owner, body, max_tasks=settings.max_tasks_per_user)
-    return _task_answer(task, status_code=201, Location=f"/api/{owner}/tasks/{task.id}")
+    """Create a task, first in the user's order (`sort=position`). The answer's `Location`
+    header is the new task's URL."""
+    task = await tasks.create_task(
+        unit,
+        owner,
+        body,
+        max_tasks=settings.max_tasks_per_user,
+        max_position_length=settings.position_max_length,
+    )
+    return task_answer(task, status_code=201, Location=f"/api/{owner}/tasks/{task.id}")
 
 
 @router.get(
@@ -168,7 +175,7 @@ async def get_task(
     task = await tasks.get_task(unit, owner, task_id)
     if none_match(if_none_match, etag := task_etag(task.version)):
         return Response(status_code=304, headers={"ETag": etag})
-    return _task_answer(task)
+    return task_answer(task)
 
 
 @router.put(
@@ -176,7 +183,7 @@ async def get_task(
     response_model=TaskRead,
     summary="Replace a task",
     operation_id="replaceTask",
-    responses=_changed_task_responses("The task as it now is."),
+    responses=changed_task_responses("The task as it now is."),
 )
 async def replace_task(
     owner: OwnerId,
@@ -191,7 +198,7 @@ async def replace_task(
     `updated_at` as it was. `completed_at` is kept by the server.
     """
     versions = if_match_versions(if_match)
-    return _task_answer(await tasks.replace_task(unit, owner, task_id, body, if_match=versions))
+    return task_answer(await tasks.replace_task(unit, owner, task_id, body, if_match=versions))
 
 
 @router.patch(
@@ -199,7 +206,7 @@ async def replace_task(
     response_model=TaskRead,
     summary="Change some fields of a task",
     operation_id="patchTask",
-    responses=_changed_task_responses(
+    responses=changed_task_responses(
         "The task as it now is.",
         invalid_input="Invalid input: a malformed id, an empty patch (`{}`), `null` for `title`, "
         "`completed` or `priority`, or an invalid value.",
@@ -219,7 +226,7 @@ async def patch_task(
     null, and `{}` is a 400. A patch that changes nothing leaves `updated_at` as it was.
     """
     versions = if_match_versions(if_match)
-    return _task_answer(await tasks.patch_task(unit, owner, task_id, body, if_match=versions))
+    return task_answer(await tasks.patch_task(unit, owner, task_id, body, if_match=versions))
 
 
 @router.delete(
@@ -268,7 +275,7 @@ async def delete_task(
     response_model=TaskRead,
     summary="Complete, reopen or toggle a task",
     operation_id="completeTask",
-    responses=_changed_task_responses(
+    responses=changed_task_responses(
         "The task with its new state.",
         invalid_input="Invalid input: a malformed id, or a body other than "
         "`{completed: bool}` (`{}` included).",
@@ -292,6 +299,6 @@ async def complete_task(
         )
     completed = None if body is None else body.completed
     versions = if_match_versions(if_match)
-    return _task_answer(
+    return task_answer(
         await tasks.set_completed(unit, owner, task_id, completed, if_match=versions)
     )

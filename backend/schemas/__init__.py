@@ -5,7 +5,9 @@ what a client may see (no password hash, no internal counters).
 
 - `common.py`: timestamps, the rules of text and dates, `RequestModel`;
 - `accounts.py`: the bodies of the account routes;
-- `tasks.py`: the bodies of the task routes and the task list's query;
+- `tasks.py`: the bodies of the task routes;
+- `task_list.py`: the task list's query;
+- `organizing.py`: tags, moves, tag counts and the list's views;
 - `examples.py`: example bodies for the OpenAPI document.
 
 Every public name is importable from `backend.schemas` itself.
@@ -48,6 +50,8 @@ from backend.schemas.examples import (
     TASK_PAGE_EXAMPLE,
     USER_EXAMPLE,
 )
+from backend.schemas.organizing import MoveRequest, Tag, TagCount, Tags, TaskView, tag_key
+from backend.schemas.task_list import TaskListQuery, TaskSort, TaskStatus
 from backend.schemas.tasks import (
     Change,
     ChangesPage,
@@ -59,13 +63,10 @@ from backend.schemas.tasks import (
     DueDate,
     ExportDocument,
     TaskCreate,
-    TaskListQuery,
     TaskPage,
     TaskPatch,
     TaskRead,
     TaskReplace,
-    TaskSort,
-    TaskStatus,
     TaskWrite,
     Title,
     TrashedTask,
@@ -101,6 +102,7 @@ __all__ = [
     "ForgotPasswordRequest",
     "JsonWebKeySet",
     "LoginRequest",
+    "MoveRequest",
     "NewPassword",
     "PasswordChangeRequest",
     "PasswordResetRequest",
@@ -110,6 +112,9 @@ __all__ = [
     "RequestModel",
     "SignupRequest",
     "StoredText",
+    "Tag",
+    "TagCount",
+    "Tags",
     "TaskCreate",
     "TaskListQuery",
     "TaskPage",
@@ -118,6 +123,7 @@ __all__ = [
     "TaskReplace",
     "TaskSort",
     "TaskStatus",
+    "TaskView",
     "TaskWrite",
     "TimeZoneName",
     "Timestamp",
@@ -129,4 +135,5 @@ __all__ = [
     "UserRead",
     "format_timestamp",
     "is_unicode_text",
+    "tag_key",
 ]

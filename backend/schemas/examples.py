@@ -34,6 +34,8 @@ TASK_EXAMPLE: dict[str, Any] = {
     "due_date": "2026-12-01",
     "created_at": "2026-11-26T20:22:38.427Z",
     "updated_at": "2026-11-26T20:22:38.427Z",
+    "tags": ["errands"],
+    "position": "a0",
     "version": 1,
 }
 COMPLETED_TASK_EXAMPLE: dict[str, Any] = {

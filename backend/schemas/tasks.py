@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import date
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -19,17 +18,16 @@ from pydantic import (
 from backend.models import Priority
 from backend.schemas.accounts import UserRead
 from backend.schemas.common import (
-    NO_NUL_PATTERN,
     NOT_BLANK_PATTERN,
     RequestModel,
     StoredText,
     Timestamp,
-    _blank_to_none,
     _calendar_date,
     _no_nul,
     _not_blank,
     _strip,
 )
+from backend.schemas.organizing import Tags
 
 Title = Annotated[
     StrictStr,
@@ -71,6 +69,7 @@ class TaskWrite(RequestModel):
     completed: StrictBool = False
     priority: Priority = Priority.medium
     due_date: DueDate = None
+    tags: Tags = Field(default_factory=list)
 
 
 class TaskCreate(TaskWrite):
@@ -95,13 +94,14 @@ def _patch_schema(schema: dict[str, Any]) -> None:
     """At least one field, and no `default` shown for the fields that cannot be null."""
     schema["minProperties"] = 1
     schema["examples"] = [{"due_date": "2026-12-24"}]
-    for name in ("title", "completed", "priority"):
+    for name in ("title", "completed", "priority", "tags"):
         schema["properties"][name].pop("default", None)
 
 
 class TaskPatch(RequestModel):
     """Some writable fields of a task (JSON merge patch): a field left out is kept, `null`
-    clears `description` or `due_date`; `title`, `completed` and `priority` cannot be null."""
+    clears `description` or `due_date`; `title`, `completed`, `priority` and `tags` cannot be
+    null (`[]` clears the tags)."""
 
     read_only_fields: ClassVar[frozenset[str]] = TaskWrite.read_only_fields
     model_config = ConfigDict(json_schema_extra=_patch_schema)
@@ -115,6 +115,7 @@ class TaskPatch(RequestModel):
     completed: StrictBool = Field(default=None)  # type: ignore[assignment]
     priority: Priority = Field(default=None)  # type: ignore[assignment]
     due_date: DueDate = None
+    tags: Tags = Field(default=None)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
@@ -135,6 +136,7 @@ class TaskReplace(TaskWrite):
                     "completed": True,
                     "priority": "medium",
                     "due_date": None,
+                    "tags": ["errands"],
                 }
             ]
         }
@@ -156,6 +158,14 @@ class TaskRead(BaseModel):
     due_date: date | None = Field(examples=["2026-12-01"])
     created_at: Timestamp
     updated_at: Timestamp
+    tags: list[str] = Field(
+        description="The task's tags, in the order they were sent.", examples=[["errands"]]
+    )
+    position: str = Field(
+        description="The task's place in the owner's order (`sort=position`): an opaque key "
+        "to compare as bytes; change it with `POST …/tasks/{id}/move`.",
+        examples=["a0"],
+    )
     version: int = Field(
         description='1 at creation, + 1 with every change; the task\'s ETag is `"<version>"`.',
         examples=[1],
@@ -164,11 +174,6 @@ class TaskRead(BaseModel):
 
 # A cursor of a list page (its `next_cursor`), sent back as `cursor`.
 ListCursor = Annotated[str, Field(min_length=1, max_length=4096)] | None
-_CURSOR_NOTE = (
-    "The `next_cursor` of an earlier page: asks for the page after it. It remembers the filters, "
-    "the sort and the limit, so send it alone (or with `limit`); with `offset`, or with filters "
-    "or a sort other than its own, 400 `invalid_cursor`."
-)
 _TRASH_CURSOR_NOTE = (
     "The `next_cursor` of an earlier page: asks for the page after it (it remembers the limit; "
     "send it alone, or with `limit`). With `offset`, 400 `invalid_cursor`."
@@ -259,77 +264,3 @@ class TaskPage(BaseModel):
     limit: int
     offset: int = Field(description=_OFFSET_NOTE)
     next_cursor: str | None = Field(description=_NEXT_CURSOR_NOTE)
-
-
-class TaskStatus(StrEnum):
-    all = "all"
-    pending = "pending"
-    completed = "completed"
-
-
-class TaskSort(StrEnum):
-    created_at_asc = "created_at"
-    created_at_desc = "-created_at"
-    updated_at_asc = "updated_at"
-    updated_at_desc = "-updated_at"
-    title_asc = "title"
-    title_desc = "-title"
-    due_date_asc = "due_date"
-    due_date_desc = "-due_date"
-    priority_asc = "priority"
-    priority_desc = "-priority"
-
-    @property
-    def field(self) -> str:
-        return self.value.removeprefix("-")
-
-    @property
-    def descending(self) -> bool:
-        return self.value.startswith("-")
-
-
-class TaskListQuery(BaseModel):
-    """Filters, sort and page of the task list; unknown parameters are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: TaskStatus = TaskStatus.all
-    q: Annotated[
-        Annotated[
-            str,
-            AfterValidator(_no_nul),
-            Field(max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}),
-        ]
-        | None,
-        BeforeValidator(_blank_to_none),
-        Field(
-            description="Substring of title or description, ignoring case by Unicode full case "
-            "folding (`straße` matches `STRASSE`), the same on every database."
-        ),
-    ] = None
-    priority: Priority | None = None
-    # Calendar dates only: pydantic alone would also read a number as a Unix timestamp.
-    # Their order is a rule between two parameters, which a JSON Schema cannot state: said here.
-    due_before: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
-        default=None,
-        description="Inclusive upper bound on due_date (YYYY-MM-DD); not earlier than "
-        "`due_after` (400 otherwise).",
-    )
-    due_after: Annotated[date | None, BeforeValidator(_calendar_date)] = Field(
-        default=None,
-        description="Inclusive lower bound on due_date (YYYY-MM-DD); not later than "
-        "`due_before` (400 otherwise).",
-    )
-    sort: TaskSort = Field(
-        default=TaskSort.created_at_desc,
-        description="Sort key; prefix `-` for descending. Ties are broken by id.",
-    )
-    limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
-    cursor: ListCursor = Field(default=None, description=_CURSOR_NOTE)
-
-    @model_validator(mode="after")
-    def _ordered_bounds(self) -> Self:
-        if self.due_before and self.due_after and self.due_after > self.due_before:
-            raise ValueError("due_after must not be later than due_before")
-        return self

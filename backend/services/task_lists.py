@@ -11,7 +11,7 @@ position). The trash pages the same way by (deleted_at, id), latest first.
 """
 
 from enum import StrEnum
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +20,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import func, select
 
 from backend.models import TASKS
-from backend.schemas import TaskSort, TaskStatus
+from backend.schemas import TaskSort, TaskStatus, TaskView
+from backend.services.tags import having_tag
 from backend.services.task_statements import COLUMNS, owned, owned_trash
 
 t = TASKS.c
@@ -30,7 +31,11 @@ SORT_COLUMNS: dict[str, Any] = {
     "title": func.lower(t.title),  # case-insensitive; the index holds lower(title)
     "due_date": t.due_date,
     "priority": t.priority,
+    "position": t.position,
 }
+# Statements are built for the shapes queries actually take (filters, a view, how many tags,
+# the sort), at most this many kept.
+SHAPES = 1024
 # The title's sort key as the database computes it (lower() differs between databases and from
 # Python's): the page statements of the title sorts return it, for the next cursor.
 SORT_KEY = "sort_key"
@@ -46,8 +51,28 @@ class After(StrEnum):
     UNDATED_AFTER = "undated_after"  # the tasks without a due date after the position's id
 
 
+# Today, in the time zone of the user (or of the request's `tz`): what the views compare to.
+TODAY = sa.bindparam("today", type_=t.due_date.type)
+
+
+def _view(view: TaskView) -> ColumnElement[bool]:
+    if view is TaskView.today:
+        return t.due_date == TODAY
+    if view is TaskView.overdue:
+        return sa.and_(t.due_date < TODAY, t.completed == sa.false())
+    if view is TaskView.upcoming:
+        return t.due_date > TODAY
+    return t.due_date.is_(None)
+
+
 def _where(
-    status: TaskStatus, search: bool, priority: bool, due_before: bool, due_after: bool
+    status: TaskStatus,
+    search: bool,
+    priority: bool,
+    due_before: bool,
+    due_after: bool,
+    view: TaskView | None,
+    tags: int,
 ) -> ColumnElement[bool]:
     filters: list[ColumnElement[bool]] = []
     if status is TaskStatus.pending:
@@ -68,6 +93,9 @@ def _where(
         filters.append(t.due_date <= sa.bindparam("due_before"))
     if due_after:
         filters.append(t.due_date >= sa.bindparam("due_after"))
+    if view is not None:
+        filters.append(_view(view))
+    filters.extend(having_tag(index) for index in range(tags))
     return owned(*filters)
 
 
@@ -78,17 +106,19 @@ def _columns(sort: TaskSort) -> list[Any]:
     return columns
 
 
-@cache
+@lru_cache(maxsize=SHAPES)
 def list_statements(
     status: TaskStatus,
     search: bool,
     priority: bool,
     due_before: bool,
     due_after: bool,
+    view: TaskView | None,
+    tags: int,
     sort: TaskSort,
 ) -> tuple[Executable, Executable]:
-    """The count and page statements for one shape of query (at most 480 shapes)."""
-    where = _where(status, search, priority, due_before, due_after)
+    """The count and page statements for one shape of query."""
+    where = _where(status, search, priority, due_before, due_after, view, tags)
     count = select(func.count().label("total")).select_from(TASKS).where(where)
     page = (
         select(*_columns(sort))
@@ -100,13 +130,15 @@ def list_statements(
     return count, page
 
 
-@cache
+@lru_cache(maxsize=SHAPES)
 def after_statement(
     status: TaskStatus,
     search: bool,
     priority: bool,
     due_before: bool,
     due_after: bool,
+    view: TaskView | None,
+    tags: int,
     sort: TaskSort,
     after: After,
 ) -> Executable:
@@ -128,7 +160,7 @@ def after_statement(
         if after is After.UNDATED_AFTER:
             beyond = t.id < AFTER_ID if sort.descending else t.id > AFTER_ID
             criterion = sa.and_(criterion, beyond)
-    where = sa.and_(_where(status, search, priority, due_before, due_after), criterion)
+    where = sa.and_(_where(status, search, priority, due_before, due_after, view, tags), criterion)
     # Every row has a due date, or none has: the index's own order (NULLs first ascending on
     # SQLite, descending on PostgreSQL) is the list's, and either database scans it either way.
     key = column.desc() if sort.descending else column.asc()

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
@@ -23,8 +24,8 @@ from pydantic import ValidationError
 from backend.db import UnitOfWork, Work
 from backend.errors import InvalidCursor
 from backend.models import Priority
-from backend.schemas import TaskListQuery, TaskPage, TrashPage, TrashQuery
-from backend.services import cursors
+from backend.schemas import TaskListQuery, TaskPage, TaskView, TrashPage, TrashQuery
+from backend.services import cursors, tags
 from backend.services import task_statements as q
 from backend.services.task_lists import (
     SORT_KEY,
@@ -37,7 +38,7 @@ from backend.services.task_lists import (
 TASKS_KIND = "tasks"
 TRASH_KIND = "trash"
 # What a task-list cursor remembers of its query (the limit too, as a default).
-FILTERS = ("status", "q", "priority", "due_before", "due_after", "sort")
+FILTERS = ("status", "q", "priority", "due_before", "due_after", "view", "tz", "tag", "sort")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +75,21 @@ class ListRequest:
             i=position.task_id.hex,
         )
 
-    def fingerprint(self) -> str:
-        """What the page's content depends on besides the data (for the list's ETag)."""
+    def fingerprint(self, today: date) -> str:
+        """What the page's content depends on besides the data (for the list's ETag): with a
+        view, the day too."""
         position = None if self.position is None else [self.position.key, self.position.task_id]
-        return orjson.dumps([self.filters, self.limit, self.passed, position]).decode()
+        day = None if self.query.view is None else today
+        return orjson.dumps([self.filters, self.limit, self.passed, position, day]).decode()
+
+    def time_zone(self, default: str) -> ZoneInfo:
+        """The zone that says what today is: the query's `tz`, else the user's (`default`)."""
+        return ZoneInfo(self.query.tz or default)
+
+
+def today_in(zone: ZoneInfo, now: datetime) -> date:
+    """The date in `zone` at the instant `now`."""
+    return now.astimezone(zone).date()
 
 
 def _task_id(fields: dict[str, Any]) -> uuid.UUID:
@@ -117,6 +129,10 @@ def _sort_key(field: str, value: Any) -> Any:
             return value
         if field == "priority":
             return Priority(value).value
+        if field == "position":
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                raise InvalidCursor()
+            return value
     except ValueError as exc:
         raise InvalidCursor() from exc
     if not isinstance(value, str) or len(value) > 1000:  # a title's sort key
@@ -126,7 +142,7 @@ def _sort_key(field: str, value: Any) -> Any:
 
 def _bound(field: str, key: Any) -> Any:
     """A cursor's sort key as the statement binds it."""
-    if key is None or field in ("title", "priority"):
+    if key is None or field in ("title", "priority", "position"):
         return key
     if field == "due_date":
         return date.fromisoformat(key)
@@ -177,7 +193,10 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def list_tasks(unit: UnitOfWork, owner_id: str, request: ListRequest) -> TaskPage:
+async def list_tasks(
+    unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date
+) -> TaskPage:
+    """A page of the list; `today` is what its view compares to."""
     query = request.query
     work = await unit.read()
     shape = (
@@ -186,10 +205,14 @@ async def list_tasks(unit: UnitOfWork, owner_id: str, request: ListRequest) -> T
         query.priority is not None,
         query.due_before is not None,
         query.due_after is not None,
+        query.view,
+        len(query.tag),
         query.sort,
     )
     count, page = list_statements(*shape)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = tags.filter_params(query.tag)
+    if query.view is not None and query.view is not TaskView.no_date:
+        params["today"] = today
     if query.q is not None:
         params["pattern"] = _like_pattern(query.q.casefold())
     for name in ("priority", "due_before", "due_after"):

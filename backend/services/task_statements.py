@@ -11,7 +11,8 @@ Every write stamps the task with the owner's next revision, taken from the owner
 same transaction (the changes feed's clock: see `backend/services/changes.py`). On PostgreSQL
 the revision comes from a WITH clause that bumps it (`Stamped.postgresql`: the whole write is
 one statement); SQLite has no UPDATE inside WITH, so there the write runs after `BUMP`, in the
-transaction, with the revision as a parameter (`Stamped.sqlite`).
+transaction, with the revision as a parameter (`Stamped.sqlite`). A write that also writes the
+rows of the task's tags (`backend/services/tags.py`) runs in a transaction on both.
 """
 
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from backend.models import TASKS, USERS, UTCDateTime
 
 t = TASKS.c
 u = USERS.c
-WRITABLE = ("title", "description", "completed", "priority", "due_date")
+WRITABLE = ("title", "description", "completed", "priority", "due_date", "tags")
 # Written with the text they fold, read only by search.
 FOLDED = ("title_folded", "description_folded")
 COLUMNS = tuple(column for column in TASKS.columns if column.name not in FOLDED)
@@ -97,9 +98,18 @@ GET_ANY = select(*COLUMNS).where(owned_any(BY_ID))
 
 # --- create ---------------------------------------------------------------------------------
 
-NEW_TASK_COLUMNS = ("id", *WRITABLE, *FOLDED, "completed_at", "created_at", "updated_at")
+NEW_TASK_COLUMNS = (
+    "id",
+    *WRITABLE,
+    *FOLDED,
+    "position",
+    "completed_at",
+    "created_at",
+    "updated_at",
+)
 # Counting, capping and taking the revision in one UPDATE keeps the cap exact under concurrent
-# creates, and the owner's row locked until the task is stored.
+# creates, and the owner's row locked until the task is stored (its position, read next, is
+# before every other task's: new tasks go first).
 COUNT_ONE_MORE = (
     update(USERS)
     .where(u.id == OWNER, u.task_count < sa.bindparam("cap"))
@@ -107,17 +117,7 @@ COUNT_ONE_MORE = (
     .returning(u.revision)
 )
 INSERT = insert(TASKS)
-# The same two in one statement on PostgreSQL: the insert takes its owner and revision from the
-# counting UPDATE (a WITH clause), so it inserts nothing when the cap is reached.
-_COUNTED = COUNT_ONE_MORE.returning(u.id.label("owner")).cte("counted")
-INSERT_COUNTED = insert(TASKS).from_select(
-    ["user_id", "revision", *NEW_TASK_COLUMNS],
-    select(
-        _COUNTED.c.owner,
-        _COUNTED.c.revision,
-        *(sa.bindparam(name, type_=t[name].type) for name in NEW_TASK_COLUMNS),
-    ),
-)
+FIRST_POSITION = select(sa.func.min(t.position).label("position")).where(owned())
 
 # --- change ---------------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ through pydantic's validator, faster than constructing them in Python.
 
 Every write to a task stamps it with the owner's next revision in the same transaction, and
 keeps its `version` (its ETag) and the owner's live-task counter; a write that changes nothing
-keeps the task as it was. On PostgreSQL a create or a change is one statement (no transaction
-around it: `unit.statement()`); elsewhere, and for the trash, a transaction.
+keeps the task as it was. On PostgreSQL a change that writes no tags is one statement (no
+transaction around it: `unit.statement()`); elsewhere, a create (which reads where the first
+task is: new tasks go first), a write of tags (which writes their rows, `tags.py`) and the
+trash, a transaction. Moves are `moves.py`'s.
 
 `if_match` is what an `If-Match` header lists: the versions, comma-separated ("3,5"), or None
 for no condition. The condition is part of the write's own statement, so nothing can change
@@ -32,6 +34,7 @@ from backend.db import Database, UnitOfWork, Work
 from backend.errors import NotFound, PreconditionFailed, TaskExists, TooManyTasks
 from backend.models import utcnow
 from backend.schemas import TaskCreate, TaskPatch, TaskRead, TaskWrite
+from backend.services import moves, tags
 from backend.services import task_statements as q
 
 # The trash is purged of what expired, for its owner, at every this-many-th deletion in a
@@ -107,10 +110,16 @@ async def _stamped(
 
 
 async def create_task(
-    unit: UnitOfWork, owner_id: str, data: TaskCreate, *, max_tasks: int
+    unit: UnitOfWork,
+    owner_id: str,
+    data: TaskCreate,
+    *,
+    max_tasks: int,
+    max_position_length: int,
 ) -> TaskRead:
-    """Create a task, with the client's id if it chose one (409 when any task, live or in the
-    trash, has it), unless the owner holds `max_tasks` live tasks already."""
+    """Create a task, first in the owner's order, with the client's id if it chose one (409
+    when any task, live or in the trash, has it), unless the owner holds `max_tasks` live tasks
+    already."""
     now = utcnow()
     writable = data.model_dump(include=set(q.WRITABLE))
     values = {
@@ -123,24 +132,24 @@ async def create_task(
         "version": 1,
     }
     try:
-        async with _one_write(unit) as work:
-            if work.dialect == "postgresql":
-                created = await _run(work, q.INSERT_COUNTED, owner_id, cap=max_tasks, **values)
-            else:
-                counted = await _rows(work, q.COUNT_ONE_MORE, owner_id, cap=max_tasks)
-                created = len(counted)
-                if counted:
-                    revision = counted[0]["revision"]
-                    await work.run(
-                        q.INSERT,
-                        {"user_id": owner_id, "revision": revision, "deleted_at": None, **values},
-                    )
+        async with unit.transaction() as work:
+            counted = await _rows(work, q.COUNT_ONE_MORE, owner_id, cap=max_tasks)
+            if not counted:
+                raise TooManyTasks(
+                    f"An account can hold at most {max_tasks} tasks; delete some first."
+                )
+            revision = counted[0]["revision"]
+            values["position"] = await moves.first_position(
+                work, owner_id, revision, max_position_length
+            )
+            await work.run(
+                q.INSERT, {"user_id": owner_id, "revision": revision, "deleted_at": None, **values}
+            )
+            await tags.remember(work, owner_id, values["id"], data.tags)
     except sa_exc.IntegrityError as exc:
         if data.id is None:
             raise
         raise TaskExists() from exc
-    if created == 0:
-        raise TooManyTasks(f"An account can hold at most {max_tasks} tasks; delete some first.")
     return TaskRead.model_validate({"user_id": owner_id, **values})
 
 
@@ -155,7 +164,8 @@ async def _change(
     nothing leaves the task as it was; `completed_at` is kept while the task stays completed,
     set when it becomes completed, cleared when it is reopened."""
     new = dict.fromkeys((*q.WRITABLE, *q.FOLDED)) | values | q.folded(values)
-    async with _one_write(unit) as work:
+    tagged = "tags" in values
+    async with unit.transaction() if tagged else _one_write(unit) as work:
         rows = await _stamped(
             work,
             q.UPDATE,
@@ -166,6 +176,8 @@ async def _change(
             **{f"set_{name}": name in values for name in q.WRITABLE},
             **{f"new_{name}": value for name, value in new.items()},
         )
+        if rows and tagged:
+            await tags.replace(work, owner_id, task_id, values["tags"])
     if rows:
         return _read(rows[0])
     await _refused(unit, owner_id, task_id, if_match)
@@ -240,6 +252,7 @@ async def delete_task(
         )
         if moved:
             await _run(work, q.COUNT_FEWER, owner_id, fewer=1)
+            await tags.forget(work, owner_id, task_id)
     if not moved and if_match is not None:
         await _refused(unit, owner_id, task_id, if_match)
     elif moved and next(_deletions) % PURGE_EVERY == 0:
@@ -253,6 +266,7 @@ async def clear_completed(
     now = utcnow()
     async with unit.transaction() as work:
         revision = (await _rows(work, q.BUMP, owner_id))[0]["revision"]
+        await tags.forget_completed(work, owner_id)
         moved = await _run(work, q.TRASH_COMPLETED, owner_id, revision=revision, now=now)
         if moved:
             await _run(work, q.COUNT_FEWER, owner_id, fewer=moved)
@@ -278,6 +292,7 @@ async def restore_task(
         )
         if not rows:
             raise NotFound("No task with this id in the trash.")  # the count is rolled back
+        await tags.remember(work, owner_id, task_id, rows[0]["tags"])
     return _read(rows[0])
 
 

@@ -21,6 +21,11 @@ export interface paths {
          *     direction. A query parameter not listed here is refused (400), and so are `due_after` and
          *     `due_before` in the wrong order.
          *
+         *     `view` lists the tasks of a day: `today` (due today), `overdue` (due before today, not
+         *     completed), `upcoming` (due after today), `no_date`. Today is the date in the user's
+         *     `time_zone` (`PATCH /api/auth/me`), or in `tz`. `tag` (repeatable) keeps the tasks that
+         *     have every one of the tags, in any spelling. `sort=position` is the user's own order.
+         *
          *     Every page that has tasks after it gives `next_cursor`: send it as `cursor` (alone, or with
          *     `limit`) for the next page. Paging by cursor never repeats or skips a task that does not
          *     change meanwhile, while others are added or deleted (paging by `offset` can).
@@ -32,7 +37,8 @@ export interface paths {
         put?: never;
         /**
          * Create a task
-         * @description Create a task. The answer's `Location` header is the new task's URL.
+         * @description Create a task, first in the user's order (`sort=position`). The answer's `Location`
+         *     header is the new task's URL.
          */
         post: operations["createTask"];
         delete?: never;
@@ -100,6 +106,51 @@ export interface paths {
          *     (idempotent). `{}` is a 400. `completed_at` follows the state.
          */
         patch: operations["completeTask"];
+        trace?: never;
+    };
+    "/api/{user_id}/tasks/{task_id}/move": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move a task in the user's order
+         * @description Put the task just before or just after another of the user's tasks, in the order that
+         *     `sort=position` lists. Only the moved task changes (its `position`, `version` + 1), so a
+         *     drag is one write; a move that leaves the order as it is changes nothing. A missing
+         *     task or neighbour, or another user's, is 404.
+         */
+        post: operations["moveTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/{user_id}/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user's tags
+         * @description Every tag of the user's live tasks (the trash is not counted) with how many tasks have
+         *     it, by name. Tags compare ignoring case: the spellings of one tag are counted together,
+         *     under the first of them by code point.
+         */
+        get: operations["listTags"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/{user_id}/changes": {
@@ -725,6 +776,20 @@ export interface components {
              */
             updated_at: string;
             /**
+             * Tags
+             * @description The task's tags, in the order they were sent.
+             * @example [
+             *       "errands"
+             *     ]
+             */
+            tags: string[];
+            /**
+             * Position
+             * @description The task's place in the owner's order (`sort=position`): an opaque key to compare as bytes; change it with `POST …/tasks/{id}/move`.
+             * @example a0
+             */
+            position: string;
+            /**
              * Version
              * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
              * @example 1
@@ -778,6 +843,27 @@ export interface components {
              * @example correct horse battery staple
              */
             password: string;
+        };
+        /**
+         * MoveRequest
+         * @description Where the task goes: just before one task, or just after one (exactly one of them).
+         * @example {
+         *       "before": "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+         *     }
+         */
+        MoveRequest: {
+            /**
+             * Before
+             * Format: uuid
+             * @description Put the task just before this one.
+             */
+            before?: string;
+            /**
+             * After
+             * Format: uuid
+             * @description Put the task just after this one.
+             */
+            after?: string;
         };
         /** PasswordChangeRequest */
         PasswordChangeRequest: {
@@ -972,6 +1058,21 @@ export interface components {
             /** Status */
             status: string;
         };
+        /** TagCount */
+        TagCount: {
+            /**
+             * Name
+             * @description The tag, as the first of its spellings (by code point) among the tasks.
+             * @example work
+             */
+            name: string;
+            /**
+             * Count
+             * @description How many live tasks have it, in any spelling.
+             * @example 3
+             */
+            count: number;
+        };
         /**
          * TaskCreate
          * @description A new task: `title` is required, the other fields have defaults. `id` may be chosen by
@@ -1009,6 +1110,15 @@ export interface components {
              */
             due_date?: string | null;
             /**
+             * Tags
+             * @description 0 to 20 tags, in the order sent; a tag that repeats another ignoring case is dropped (the first spelling is kept).
+             * @example [
+             *       "work",
+             *       "errands"
+             *     ]
+             */
+            tags?: string[];
+            /**
              * Id
              * @description The new task's id, if the client chooses it (a UUID); the server's otherwise.
              */
@@ -1039,7 +1149,8 @@ export interface components {
         /**
          * TaskPatch
          * @description Some writable fields of a task (JSON merge patch): a field left out is kept, `null`
-         *     clears `description` or `due_date`; `title`, `completed` and `priority` cannot be null.
+         *     clears `description` or `due_date`; `title`, `completed`, `priority` and `tags` cannot be
+         *     null (`[]` clears the tags).
          * @example {
          *       "due_date": "2026-12-24"
          *     }
@@ -1065,6 +1176,15 @@ export interface components {
              * @example 2026-12-01
              */
             due_date?: string | null;
+            /**
+             * Tags
+             * @description 0 to 20 tags, in the order sent; a tag that repeats another ignoring case is dropped (the first spelling is kept).
+             * @example [
+             *       "work",
+             *       "errands"
+             *     ]
+             */
+            tags?: string[];
         };
         /** TaskRead */
         TaskRead: {
@@ -1109,6 +1229,20 @@ export interface components {
              */
             updated_at: string;
             /**
+             * Tags
+             * @description The task's tags, in the order they were sent.
+             * @example [
+             *       "errands"
+             *     ]
+             */
+            tags: string[];
+            /**
+             * Position
+             * @description The task's place in the owner's order (`sort=position`): an opaque key to compare as bytes; change it with `POST …/tasks/{id}/move`.
+             * @example a0
+             */
+            position: string;
+            /**
              * Version
              * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
              * @example 1
@@ -1121,6 +1255,9 @@ export interface components {
          * @example {
          *       "completed": true,
          *       "priority": "medium",
+         *       "tags": [
+         *         "errands"
+         *       ],
          *       "title": "Buy milk"
          *     }
          */
@@ -1149,6 +1286,15 @@ export interface components {
              * @example 2026-12-01
              */
             due_date?: string | null;
+            /**
+             * Tags
+             * @description 0 to 20 tags, in the order sent; a tag that repeats another ignoring case is dropped (the first spelling is kept).
+             * @example [
+             *       "work",
+             *       "errands"
+             *     ]
+             */
+            tags?: string[];
         };
         /** TrashPage */
         TrashPage: {
@@ -1215,6 +1361,20 @@ export interface components {
              */
             updated_at: string;
             /**
+             * Tags
+             * @description The task's tags, in the order they were sent.
+             * @example [
+             *       "errands"
+             *     ]
+             */
+            tags: string[];
+            /**
+             * Position
+             * @description The task's place in the owner's order (`sort=position`): an opaque key to compare as bytes; change it with `POST …/tasks/{id}/move`.
+             * @example a0
+             */
+            position: string;
+            /**
              * Version
              * @description 1 at creation, + 1 with every change; the task's ETag is `"<version>"`.
              * @example 1
@@ -1270,12 +1430,18 @@ export interface components {
          * TaskSort
          * @enum {string}
          */
-        TaskSort: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "title" | "-title" | "due_date" | "-due_date" | "priority" | "-priority";
+        TaskSort: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "title" | "-title" | "due_date" | "-due_date" | "priority" | "-priority" | "position" | "-position";
         /**
          * TaskStatus
          * @enum {string}
          */
         TaskStatus: "all" | "pending" | "completed";
+        /**
+         * TaskView
+         * @description Lists of the day, by the date in the user's time zone.
+         * @enum {string}
+         */
+        TaskView: "today" | "overdue" | "upcoming" | "no_date";
     };
     responses: never;
     parameters: never;
@@ -1317,7 +1483,13 @@ export interface operations {
                 due_before?: string | null;
                 /** @description Inclusive lower bound on due_date (YYYY-MM-DD); not later than `due_before` (400 otherwise). */
                 due_after?: string | null;
-                /** @description Sort key; prefix `-` for descending. Ties are broken by id. */
+                /** @description `today`: due today; `overdue`: due before today and not completed; `upcoming`: due after today; `no_date`: no due date. Today is the date in the user's `time_zone`, or in `tz`. */
+                view?: components["schemas"]["TaskView"] | null;
+                /** @description The time zone that says what today is for `view` (an IANA name), instead of the user's `time_zone`; an unknown zone is a 400. */
+                tz?: string | null;
+                /** @description Repeatable (`tag=work&tag=home`): tasks having every one of these tags, in any spelling (compared ignoring case). */
+                tag?: string[];
+                /** @description Sort key; prefix `-` for descending. Ties are broken by id. `position` is the user's own order (`POST …/tasks/{id}/move`). */
                 sort?: components["schemas"]["TaskSort"];
                 limit?: number;
                 offset?: number;
@@ -1358,6 +1530,10 @@ export interface operations {
                      *           "due_date": "2026-12-01",
                      *           "created_at": "2026-11-26T20:22:38.427Z",
                      *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "tags": [
+                     *             "errands"
+                     *           ],
+                     *           "position": "a0",
                      *           "version": 1
                      *         }
                      *       ],
@@ -1379,7 +1555,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A bad query: an unknown parameter, `status` or `sort`, a `limit` out of range, a bad date, `due_after` later than `due_before`, or a `cursor` that is not one of this list's or comes with `offset`. Codes: `validation_error`, `invalid_cursor`. */
+            /** @description A bad query: an unknown parameter, `status`, `view` or `sort`, a `limit` out of range, a bad date, `due_after` later than `due_before`, a `tz` that is not an IANA time zone, a `tag` that is blank or longer than 40 characters (or more than 20 of them), or a `cursor` that is not one of this list's or comes with `offset`. Codes: `validation_error`, `invalid_cursor`. */
             400: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1470,6 +1646,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 1
                      *     }
                      */
@@ -1614,6 +1794,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 1
                      *     }
                      */
@@ -1727,6 +1911,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 2
                      *     }
                      */
@@ -1977,6 +2165,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 2
                      *     }
                      */
@@ -2155,6 +2347,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 2
                      *     }
                      */
@@ -2283,6 +2479,266 @@ export interface operations {
             };
         };
     };
+    moveTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Only if the task is still this version: its ETag (`"3"`), several, or `*`. Otherwise 412 `precondition_failed`, with the task as it is now in `current`. */
+                "If-Match"?: string;
+                /**
+                 * @description Makes the request safe to send again (after a timeout, a lost connection, a 5xx): 1 to 255 printable ASCII characters of the client's choosing (a UUID), new for each new request; keys belong to the user. The first request with a key runs; for `IDEMPOTENCY_TTL_HOURS` (24) a repeat with the same method, path and body gets its answer again (status, body, `Location`, `ETag`) with `Idempotent-Replayed: true`, and nothing is done. 400, 401, 403, 429 and 5xx answers are not kept: the repeat runs anew. The same key with another method, path or body is 422 `idempotency_key_reused`; a repeat while the first request runs is 409 `idempotency_key_in_progress`.
+                 * @example 5f0c9b7e-3d6a-4f1e-9a2b-8c4d7e6f1a03
+                 */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+                /** @description The task's id (a UUID). */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MoveRequest"];
+            };
+        };
+        responses: {
+            /** @description The task in its new place (`position`). */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    ETag: components["headers"]["ETag"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f0c8a52-6d1e-4b7a-9c2f-8e5d4a3b2c1d",
+                     *       "user_id": "4b7e2c1a-9d3f-4e8a-b6c5-1f2a3b4c5d6e",
+                     *       "title": "Buy milk",
+                     *       "description": "Two litres, semi-skimmed",
+                     *       "completed": true,
+                     *       "completed_at": "2026-11-27T08:15:02.113Z",
+                     *       "priority": "high",
+                     *       "due_date": "2026-12-01",
+                     *       "created_at": "2026-11-26T20:22:38.427Z",
+                     *       "updated_at": "2026-11-27T08:15:02.113Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
+                     *       "version": 2
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TaskRead"];
+                };
+            };
+            /** @description Invalid input: a malformed id, a body other than exactly one of `{before: id}` or `{after: id}`, or the task's own id as its neighbour. An `Idempotency-Key` that is not 1 to 255 printable ASCII characters is 400 too. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such task (a task of another user is 404 too). Codes: `not_found`. */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with this `Idempotency-Key` is still running; send it again after `Retry-After` seconds to get its answer. Codes: `idempotency_key_in_progress`. */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    /** @description With `idempotency_key_in_progress`: seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The task is not the version `If-Match` names: `current` is the task as it is now. Codes: `precondition_failed`. */
+            412: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PreconditionProblem"];
+                };
+            };
+            /** @description The request body is larger than `MAX_BODY_BYTES`. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not JSON. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description This `Idempotency-Key` was used for another request (another method, path or body). Codes: `idempotency_key_reused`. */
+            422: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many task changes by this user (`TASK_WRITE_RATE_LIMIT`). Codes: `rate_limited`. */
+            429: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listTags: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your own user id (the token's `sub`). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every tag of the user's live tasks, by name ignoring case. */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "name": "errands",
+                     *         "count": 3
+                     *       },
+                     *       {
+                     *         "name": "Work",
+                     *         "count": 12
+                     *       }
+                     *     ]
+                     */
+                    "application/json": components["schemas"]["TagCount"][];
+                };
+            };
+            /** @description The request is not valid. Codes: `validation_error`. */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not allowed: the path's `{user_id}` is not the caller's, or the Better Auth user's email is not verified while `BETTER_AUTH_REQUIRE_VERIFIED_EMAIL` is on. Codes: `email_not_verified`, `forbidden`. */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The database (or the identity provider) does not answer; try again shortly. Codes: `service_unavailable`. */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     listChanges: {
         parameters: {
             query?: {
@@ -2322,6 +2778,10 @@ export interface operations {
                      *             "due_date": "2026-12-01",
                      *             "created_at": "2026-11-26T20:22:38.427Z",
                      *             "updated_at": "2026-11-26T20:22:38.427Z",
+                     *             "tags": [
+                     *               "errands"
+                     *             ],
+                     *             "position": "a0",
                      *             "version": 1
                      *           }
                      *         },
@@ -2429,6 +2889,10 @@ export interface operations {
                      *           "due_date": "2026-12-01",
                      *           "created_at": "2026-11-26T20:22:38.427Z",
                      *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "tags": [
+                     *             "errands"
+                     *           ],
+                     *           "position": "a0",
                      *           "version": 2,
                      *           "deleted_at": "2026-11-28T10:00:00.000Z"
                      *         }
@@ -2611,6 +3075,10 @@ export interface operations {
                      *       "due_date": "2026-12-01",
                      *       "created_at": "2026-11-26T20:22:38.427Z",
                      *       "updated_at": "2026-11-26T20:22:38.427Z",
+                     *       "tags": [
+                     *         "errands"
+                     *       ],
+                     *       "position": "a0",
                      *       "version": 3
                      *     }
                      */
@@ -3042,6 +3510,10 @@ export interface operations {
                      *           "due_date": "2026-12-01",
                      *           "created_at": "2026-11-26T20:22:38.427Z",
                      *           "updated_at": "2026-11-26T20:22:38.427Z",
+                     *           "tags": [
+                     *             "errands"
+                     *           ],
+                     *           "position": "a0",
                      *           "version": 1,
                      *           "deleted_at": null
                      *         }

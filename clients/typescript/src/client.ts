@@ -34,6 +34,9 @@ export type TrashPage = components["schemas"]["TrashPage"];
 export type JsonWebKeySet = components["schemas"]["JsonWebKeySet"];
 export type ProfileUpdate = components["schemas"]["ProfileUpdate"];
 export type ExportDocument = components["schemas"]["ExportDocument"];
+export type TagCount = components["schemas"]["TagCount"];
+/** Where a task moves: just before another task, or just after one. */
+export type TaskMove = { before: string; after?: never } | { after: string; before?: never };
 type RefreshRequest = components["schemas"]["RefreshRequest"];
 export type TaskQuery = NonNullable<paths["/api/{user_id}/tasks"]["get"]["parameters"]["query"]>;
 export type TrashQuery = NonNullable<paths["/api/{user_id}/trash"]["get"]["parameters"]["query"]>;
@@ -413,6 +416,33 @@ export function createTodoClient(options: TodoClientOptions) {
         }),
       );
       return cleared.deleted;
+    },
+
+    // --- Organizing ---------------------------------------------------------------------------
+
+    /**
+     * Puts the task just before (`{ before: id }`) or just after (`{ after: id }`) another, in the
+     * user's own order (`listTasks({ sort: "position" })`). Only the moved task changes, so a drag
+     * is one write; an `ApiError` 404 when either task is missing.
+     */
+    async moveTask(taskId: string, where: TaskMove, options: ChangeOptions = {}): Promise<Task> {
+      return authorized((bearer) =>
+        api.POST("/api/{user_id}/tasks/{task_id}/move", {
+          params: { path: { user_id: bearer.userId(), task_id: taskId }, ...conditional(options) },
+          body: where,
+          headers: bearer.headers,
+        }),
+      );
+    },
+
+    /** Every tag of the user's live tasks with how many tasks have it, by name ignoring case. */
+    async listTags(): Promise<TagCount[]> {
+      return authorized((bearer) =>
+        api.GET("/api/{user_id}/tags", {
+          params: { path: { user_id: bearer.userId() } },
+          headers: bearer.headers,
+        }),
+      );
     },
 
     // --- Staying in sync ----------------------------------------------------------------------

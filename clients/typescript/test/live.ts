@@ -246,6 +246,13 @@ export async function run(input: LiveInput) {
   const signedUp = await newcomer.signUp(`new-${Date.now()}@example.com`, "a fine first password");
   const newcomerTask = await newcomer.createTask({ title: "First task" });
   const profile = await newcomer.updateProfile({ name: "New Comer", time_zone: "Europe/Paris" });
+  // Organizing: tags, the user's own order, a view of the day.
+  const first = await newcomer.createTask({ title: "Second task", tags: ["Work", "home"] });
+  const moved = await newcomer.moveTask(first.id, { after: newcomerTask.id }, { ifMatch: 1 });
+  const ordered = await newcomer.listTasks({ sort: "position", tag: ["work", "HOME"] });
+  const byPosition = await newcomer.listTasks({ sort: "position" });
+  const today = await newcomer.listTasks({ view: "no_date", tz: "Pacific/Kiritimati" });
+  const tags = await newcomer.listTags();
   const exported = await newcomer.exportData();
   await newcomer.forgotPassword(`nobody-${Date.now()}@example.com`);
   const badReset = await outcome(() => newcomer.resetPassword("not-a-token", "another passphrase"));
@@ -277,6 +284,13 @@ export async function run(input: LiveInput) {
       taskOwner: newcomerTask.user_id,
       profile: { name: profile.name, timeZone: profile.time_zone },
       exported: { format: exported.format, tasks: exported.tasks.map((task) => task.id) },
+      organizing: {
+        movedVersion: moved.version,
+        tagged: ordered.items.map((task) => task.title),
+        order: byPosition.items.map((task) => task.title),
+        noDate: today.total,
+        tags,
+      },
       badReset,
       wrongDeletion,
       afterDeletion,
