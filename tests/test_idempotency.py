@@ -30,6 +30,8 @@ from backend.services import idempotency, tasks
 from tests.conftest import SettingsFactory, SignedUp, WithSettings, client_for, running_app, sign_up
 from tests.helpers import assert_problem, create
 
+pytestmark = pytest.mark.pgbouncer
+
 KEY = "create-buy-milk-0001"
 MILK = {"title": "Buy milk", "priority": "high"}
 MILK_BYTES = b'{"title":"Buy milk","priority":"high"}'
