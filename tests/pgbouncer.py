@@ -46,6 +46,7 @@ def pgbouncer_binary() -> str | None:
 class PgBouncer:
     port: int
     server_url: str
+    pid: int
 
     def url_for(self, database: str) -> str:
         """The URL of `database` through this PgBouncer (the server's user and password)."""
@@ -75,8 +76,11 @@ def _as_user() -> list[str]:
 
 
 @contextmanager
-def running_pgbouncer(binary: str, server_url: str) -> Iterator[PgBouncer]:
-    """PgBouncer in transaction mode in front of `server_url`'s PostgreSQL server."""
+def running_pgbouncer(
+    binary: str, server_url: str, *, pool_size: int = SERVER_CONNECTIONS
+) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of `server_url`'s PostgreSQL server, with
+    `pool_size` server connections per database."""
     server = make_url(normalize_database_url(server_url))
     # Readable by the user PgBouncer runs as (pytest's own temporary directories are not).
     directory = Path(tempfile.mkdtemp(prefix="todo-pgbouncer-"))
@@ -91,7 +95,7 @@ def running_pgbouncer(binary: str, server_url: str) -> Iterator[PgBouncer]:
             port=server.port or 5432,
             listen_port=port,
             directory=directory,
-            pool_size=SERVER_CONNECTIONS,
+            pool_size=pool_size,
         )
     )
     for path in directory.iterdir():
@@ -113,7 +117,7 @@ def running_pgbouncer(binary: str, server_url: str) -> Iterator[PgBouncer]:
                         f"PgBouncer did not start:\n{log_path.read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.05)
-        yield PgBouncer(port=port, server_url=server_url)
+        yield PgBouncer(port=port, server_url=server_url, pid=process.pid)
     finally:
         process.terminate()  # SIGTERM: PgBouncer shuts down at once
         try:
