@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from backend.config import Settings
 from backend.database_url import PostgresTarget
 from backend.db.errors import wrap_driver_os_errors
+from backend.db.fastpath import UNNAMED_STATEMENTS
 
 # aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
 # it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
@@ -130,6 +131,8 @@ def build_engine(settings: Settings) -> AsyncEngine:
     )
     if settings.db_pooler == "none":
         _hint_at_a_pooler(engine)
+    else:
+        event.listen(engine.sync_engine, "connect", _keep_unnamed_statements)
     if settings.db_pool_pre_ping:
         _ping_idle_connections(engine, idle_seconds=settings.db_pool_ping_idle_seconds)
     wrap_driver_os_errors(engine)
@@ -137,17 +140,23 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 
 # asyncpg's connect arguments behind a transaction-mode pooler, which may run each transaction
-# (each statement, outside one) on another server connection. Cached prepared statements are
-# named and live on the server connection that prepared them: elsewhere the name is unknown, or
-# another client's (issue 23: `prepared statement "__asyncpg_stmt_1__" already exists`).
-# Without asyncpg's cache and SQLAlchemy's, asyncpg (0.30 on) prepares every statement unnamed
-# and binds and runs it before its Sync, so the pooler keeps the server connection throughout;
-# the next statement replaces it, so nothing piles up on the server (the uuid names of
-# SQLAlchemy's PgBouncer recipe would leave one prepared statement there per statement run).
-POOLER_SAFE_ARGS: dict[str, Any] = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+# (each statement, outside one) on another server connection. asyncpg's cached prepared
+# statements are named and live on the server connection that prepared them: elsewhere the
+# name is unknown, or another client's (issue 23: `prepared statement "__asyncpg_stmt_1__"
+# already exists`). Without its cache, asyncpg (0.30 on) prepares statements unnamed and sends
+# each run as Parse, Bind, Execute and Sync at once, so the pooler keeps one server connection
+# for it, and the next statement replaces it there: nothing piles up on the server (the uuid
+# names of SQLAlchemy's PgBouncer recipe would leave a prepared statement there per statement
+# prepared). SQLAlchemy's own cache then keeps these unnamed statements, described once per
+# connection, as the fast path does (fastpath._unnamed).
+POOLER_SAFE_ARGS: dict[str, Any] = {"statement_cache_size": 0}
 # What PostgreSQL answers when a named prepared statement met another client's server
 # connection: the name is taken (42P05), or unknown (26000).
 _POOLER_SQLSTATES = frozenset({"42P05", "26000"})
+
+
+def _keep_unnamed_statements(_dbapi_connection: Any, record: Any) -> None:
+    record.info[UNNAMED_STATEMENTS] = {}
 
 
 def _hint_at_a_pooler(engine: AsyncEngine) -> None:
