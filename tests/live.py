@@ -1,5 +1,5 @@
 """A real server process (`todo-api serve`) on a free loopback port, for tests that need real
-HTTP, several workers or a database outage."""
+HTTP, several workers or a database outage; and the `todo-api` command itself."""
 
 import os
 import socket
@@ -79,3 +79,21 @@ def live_server(
             process.kill()
             process.wait(timeout=10)
         record_log_lines(log_path.read_text(errors="replace").splitlines())
+
+
+def todo_api(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "LOG_FORMAT": "text",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

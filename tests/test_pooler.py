@@ -27,9 +27,8 @@ from tests.conftest import (
     sign_up,
 )
 from tests.helpers import create
-from tests.live import live_server
+from tests.live import live_server, todo_api
 from tests.pgbouncer import SERVER_CONNECTIONS, PgBouncer
-from tests.test_cli import todo_api
 
 THROUGH_PGBOUNCER = pytest.mark.parametrize("database_url", [POOLER_LEG], indirect=True)
 # What would keep state on a server connection past its transaction.
