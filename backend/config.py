@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backend.database_url import normalize_database_url
+from backend.database_url import PostgresTarget, normalize_database_url
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./todo.db"
 DEFAULT_KEY_FILE = Path(".todo-jwt-key.pem")
@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     db_pool_ping_idle_seconds: float = Field(default=1.0, ge=0, le=3600)
     db_statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=0, le=600000)
+    # `pgbouncer`: DATABASE_URL leads to a transaction-mode pooler (PgBouncer, or any that hands
+    # a server connection to another client between transactions), so nothing may outlive a
+    # transaction on a connection: no prepared statement cache (see backend/db/engine.py).
+    db_pooler: Literal["none", "pgbouncer"] = "none"
 
     # HTTP
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
@@ -244,7 +248,9 @@ class Settings(BaseSettings):
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
-    @field_validator("environment", "log_format", "refresh_cookie_samesite", mode="before")
+    @field_validator(
+        "environment", "log_format", "refresh_cookie_samesite", "db_pooler", mode="before"
+    )
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -383,6 +389,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
+        if self.db_pooler != "none":
+            self._check_pooler()
         if not self.better_auth_url:
             for name in (
                 "better_auth_jwks_url",
@@ -416,6 +424,19 @@ class Settings(BaseSettings):
         if self.environment == "production":
             self._check_production()
         return self
+
+    def _check_pooler(self) -> None:
+        if self.is_sqlite:
+            raise ValueError(
+                f"DB_POOLER: {self.db_pooler} needs a PostgreSQL DATABASE_URL (the pooler's "
+                "address); write none for SQLite"
+            )
+        if "options" in PostgresTarget.parse(self.database_url).server_settings:
+            raise ValueError(
+                "DB_POOLER: a transaction-mode pooler does not keep the session settings of "
+                "DATABASE_URL's options parameter; remove it and set them on the database or "
+                "role (ALTER ROLE ... SET ...)"
+            )
 
     def _check_production(self) -> None:
         problems: list[str] = []

@@ -498,9 +498,16 @@ class Report:
                 "per round trip to PostgreSQL, one per HTTP answer, one per log line)",
             ]
         if self.comparisons:
+            sides = (
+                "on the service connected to PostgreSQL directly (before), then through "
+                "PgBouncer in transaction mode with DB_POOLER=pgbouncer and as many server "
+                "connections as the service's pool (after; its CPU ms/req includes PgBouncer's)"
+                if settings.get("compare", {}).get("pgbouncer")
+                else "on the older revision's backend (before), then on the working tree's (after)"
+            )
             lines += [
-                "- Comparison: each route runs on the older revision's backend (before), then on "
-                "the working tree's (after), and again, round after round; each run on a server "
+                f"- Comparison: each route runs {sides}, and again, round after round; each run "
+                "on a server "
                 "started for it alone (the other one stopped) with the same settings, on a fresh "
                 "copy of the same seeded data. A figure is the median over a side's rounds; "
                 "errors are summed over them. after/before: the after side's requests/s over the "

@@ -22,6 +22,13 @@ compares two backends in one run instead: REV's backend/ ("before") and the work
 ("after"), on the same seeded data with the same settings, each route on one, then on the
 other, for --rounds rounds; one server at a time, started for each run on a fresh copy of the
 data. The report gives each side's median figures and the ratio after/before. No floor.
+
+    .venv/bin/python bench/run.py --pgbouncer --only pg --workers 1 --routes list,get,create
+
+compares the same way the working tree's service on PostgreSQL directly ("before") and through
+PgBouncer in transaction mode with DB_POOLER=pgbouncer ("after"): Debian's PgBouncer, started
+for the run as the tests start theirs (tests/pgbouncer.py), with as many server connections as
+the service's pool has.
 """
 
 import argparse
@@ -81,6 +88,11 @@ from seed import (
 from servers import Server, ServerFailed, free_port, http_get, process_cpu_seconds
 
 from backend.auth.keys import generate_private_key_pem
+from backend.config import Settings
+
+# --pgbouncer starts the tests' private PgBouncer.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+from tests.pgbouncer import PgBouncer, pgbouncer_binary, running_pgbouncer
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -194,11 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve REV's backend/ (before) and the working tree's (after) in turn, route by "
         "route, and report after/before (no floor)",
     )
+    revisions.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="serve the working tree's backend on PostgreSQL directly (before) and through "
+        "PgBouncer in transaction mode (after) in turn, route by route (PostgreSQL only)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
-        help="with --compare: runs of each route on each side, alternated (default 2); the "
-        "report gives the median",
+        help="with --compare or --pgbouncer: runs of each route on each side, alternated "
+        "(default 2); the report gives the median",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs) and the databases"
@@ -234,8 +252,8 @@ class Plan:
             routes=[route for route in ROUTES if route in args.routes],
             workers=args.workers or ([1] if args.quick else [1, 2]),
             postgres=args.only in (None, "pg"),
-            sqlite=args.only in (None, "sqlite"),
-            floor=not args.no_floor and not args.compare,
+            sqlite=args.only in (None, "sqlite") and not args.pgbouncer,
+            floor=not args.no_floor and not args.compare and not args.pgbouncer,
             flood=not args.no_flood and "list" in args.routes,
             rounds=args.rounds or 2,
         )
@@ -471,13 +489,18 @@ class Workbench:
         return {pid: process_cpu_seconds(pid) for pid in pids or []}
 
     def service(
-        self, database_url: str, workers: int, name: str, app_root: Path | None = None
+        self,
+        database_url: str,
+        workers: int,
+        name: str,
+        app_root: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Server:
         port = free_port()
         return Server(
             name,
             [self.todo_api(), "serve", "--port", str(port), "--workers", str(workers)],
-            env=self._env(database_url, app_root),
+            env={**self._env(database_url, app_root), **(env or {})},
             cwd=self.workdir,  # no .env of the developer's is read
             log_path=self._log_path(name),
             port=port,
@@ -517,6 +540,7 @@ class Side:
     name: str
     revision: str
     app_root: Path
+    pooled: bool = False  # --pgbouncer: through PgBouncer, DB_POOLER=pgbouncer
 
 
 class Benchmark:
@@ -527,12 +551,14 @@ class Benchmark:
         wrk: str,
         report: Report,
         sides: tuple[Side, Side] | None = None,
+        pgbouncer: PgBouncer | None = None,
     ) -> None:
         self.plan = plan
         self.bench = bench
         self.wrk = wrk
         self.report = report
         self.sides = sides  # --compare: (before, after)
+        self.pgbouncer = pgbouncer
         self.floor_answers: dict[str, Any] | None = None
 
     def _load(self, route: str, connections: int, duration: float) -> Load:
@@ -713,9 +739,15 @@ class Benchmark:
         processes gone) on leaving, so that it never runs next to the other side's."""
         reset = self.bench.reset_postgres if database == "postgresql" else self.bench.reset_sqlite
         url = reset()
+        env: dict[str, str] = {}
+        if side.pooled:
+            assert self.pgbouncer is not None
+            url, env = self.pgbouncer.url_for(BENCH_DATABASE), {"DB_POOLER": "pgbouncer"}
         name = f"{side.name}-{database}-{workers}"
-        with self.bench.service(url, workers, name, side.app_root) as server:
+        with self.bench.service(url, workers, name, side.app_root, env) as server:
             server.database = BENCH_DATABASE if database == "postgresql" else None
+            if side.pooled and self.pgbouncer is not None:
+                server.helper_pids.append(self.pgbouncer.pid)
             server.start()
             yield server
 
@@ -805,6 +837,17 @@ def work_directory(keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _start_pgbouncer(
+    pg_url: str, plan: Plan, overrides: dict[str, str]
+) -> contextlib.AbstractContextManager[PgBouncer]:
+    """PgBouncer with as many server connections as the service's pool has (all workers')."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        raise SystemExit("bench: --pgbouncer needs PgBouncer (apt-get install pgbouncer)")
+    pool_size = int(overrides.get("DB_POOL_SIZE", Settings.model_fields["db_pool_size"].default))
+    return running_pgbouncer(binary, pg_url, pool_size=max(plan.workers) * pool_size)
+
+
 def _overrides(pairs: list[str]) -> dict[str, str]:
     overrides = {}
     for pair in pairs:
@@ -818,8 +861,8 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.rounds is not None and (not args.compare or args.rounds < 1):
-        parser.error("--rounds wants --compare and a count of 1 or more")
+    if args.rounds is not None and (not (args.compare or args.pgbouncer) or args.rounds < 1):
+        parser.error("--rounds wants --compare or --pgbouncer and a count of 1 or more")
     plan = Plan.from_args(args)
     try:
         wrk = find_wrk()
@@ -831,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     output: Path = args.output or BENCH / "out" / f"{started_at:%Y%m%d-%H%M%S}.json"
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
 
-    with work_directory(args.keep) as workdir:
+    with contextlib.ExitStack() as servers, work_directory(args.keep) as workdir:
         bench = Workbench(
             workdir=workdir,
             pg_url=args.pg_url,
@@ -859,6 +902,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.check_backend(ROOT)
             sides = (Side("before", before, before_root), Side("after", revision, ROOT))
             revision = f"{revision} against {before}"
+        if args.pgbouncer:
+            bench.check_backend(ROOT)
+            sides = (
+                Side("before", f"{revision}, direct", ROOT),
+                Side("after", f"{revision}, through PgBouncer", ROOT, pooled=True),
+            )
         postgres_version = None
         if plan.postgres:
             try:
@@ -892,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
                 **(
                     {
                         "compare": {
+                            "pgbouncer": args.pgbouncer,
                             "before": sides[0].revision,
                             "after": sides[1].revision,
                             "rounds": plan.rounds,
@@ -914,7 +964,11 @@ def main(argv: list[str] | None = None) -> int:
                 bench.prepare_postgres()
             if plan.sqlite:
                 bench.prepare_sqlite()
-            Benchmark(plan, bench, wrk, report, sides).run()
+            if args.pgbouncer:
+                pgbouncer = _start_pgbouncer(args.pg_url, plan, bench.service_overrides)
+                Benchmark(plan, bench, wrk, report, sides, servers.enter_context(pgbouncer)).run()
+            else:
+                Benchmark(plan, bench, wrk, report, sides).run()
         except (ServerFailed, WrkFailed, subprocess.CalledProcessError) as exc:
             print(f"bench: {exc}", file=sys.stderr)
             logs = output.with_name(output.stem + "-logs")

@@ -96,6 +96,8 @@ class Server:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.database: str | None = None  # the PostgreSQL database it uses, if any
+        # Processes that serve it too (PgBouncer in front of its database): in its CPU time.
+        self.helper_pids: list[int] = []
 
     @property
     def base_url(self) -> str:
@@ -148,8 +150,8 @@ class Server:
         return found
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the server's processes."""
-        return sum(process_cpu_seconds(pid) for pid in self.process_ids())
+        """CPU time used so far by the server's processes (and its helpers')."""
+        return sum(process_cpu_seconds(pid) for pid in [*self.process_ids(), *self.helper_pids])
 
     def syscalls(self) -> tuple[int, int]:
         """Read and write system calls made so far by the server's processes."""

@@ -5,9 +5,15 @@ Every test that takes `database_url` (directly or through `client`) runs twice: 
 file copied from a migrated template, and on a PostgreSQL database migrated once per test worker
 and emptied before each test. PostgreSQL is skipped when unreachable, except under CI=true, where
 its absence fails the run.
+
+Modules marked `pgbouncer` run a third time, the way many app machines share one PostgreSQL: two
+app instances (each request to the other one), each with its own engine, through a private
+PgBouncer in transaction mode (tests/pgbouncer.py), rate limits in Redis. Skipped when PgBouncer
+or Redis is missing, except under CI=true.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -24,6 +30,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import redis
 import redis.asyncio
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -35,6 +42,7 @@ from backend.logs import JsonFormatter
 from backend.main import create_app
 from backend.migrations import upgrade_to_head
 from backend.routes.sessions import REFRESH_COOKIE
+from tests.pgbouncer import PgBouncer, pgbouncer_binary, running_pgbouncer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -59,10 +67,15 @@ TEST_SIGNING_KEY = generate_private_key_pem()
 TEST_PASSWORD = "river-lantern-48-quietly"
 
 
+# The PgBouncer leg's URLs, and the same databases' own: the tests' helper connections (asyncpg
+# with its statement cache, as an administrator's psql would be) go to PostgreSQL directly.
+_DIRECT_URLS: dict[str, str] = {}
+
+
 def asyncpg_dsn(url: str) -> str:
     """The URL as asyncpg's own libpq parser takes it: every parameter the service accepts,
     spelled as libpq spells it (the connect timeout is the caller's)."""
-    target = PostgresTarget.parse(normalize_database_url(url))
+    target = PostgresTarget.parse(normalize_database_url(_DIRECT_URLS.get(url, url)))
     query = {**target.libpq, **target.server_settings}
     return target.url.set(drivername="postgresql", query=query).render_as_string(
         hide_password=False
@@ -142,6 +155,76 @@ def empty_postgres(url: str) -> None:
     asyncio.run(truncate())
 
 
+def _require(what: str, available: bool) -> None:
+    if not available:
+        if IN_CI:
+            pytest.fail(f"{what} is missing, and CI=true requires it")
+        pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """This test worker's PgBouncer, in transaction mode, in front of the PostgreSQL leg's
+    server."""
+    require_postgres()
+    binary = pgbouncer_binary()
+    _require("PgBouncer (Debian's package pgbouncer)", binary is not None)
+    assert binary is not None
+    with running_pgbouncer(binary, POSTGRES_SERVER_URL) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_database(worker_id: str, pgbouncer: PgBouncer) -> Iterator[str]:
+    """A database of this test worker's own, migrated through PgBouncer; its URL through it."""
+    name = f"todo_pgb_{worker_id}_{os.getpid()}"
+    direct = database_url_for(POSTGRES_SERVER_URL, name)
+    asyncio.run(
+        _pg_execute(
+            POSTGRES_SERVER_URL,
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            f'CREATE DATABASE "{name}"',
+        )
+    )
+    url = pgbouncer.url_for(name)
+    _DIRECT_URLS[url] = direct
+    upgrade_to_head(url)
+    yield url
+    if postgres_reachable():
+        asyncio.run(
+            _pg_execute(POSTGRES_SERVER_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+
+
+POOLER_LEG = "pgbouncer"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The PgBouncer leg for the tests of modules marked `pgbouncer` (those that choose their
+    legs themselves keep them): a parametrize mark, which takes the place of the fixture's
+    own legs as a test's own mark does."""
+    definition = metafunc.definition
+    if "database_url" not in metafunc.fixturenames or not definition.get_closest_marker(
+        "pgbouncer"
+    ):
+        return
+    for mark in definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "database_url" in (
+            names.replace(" ", "").split(",") if isinstance(names, str) else names
+        ):
+            return
+    definition.add_marker(
+        pytest.mark.parametrize("database_url", ["sqlite", "postgresql", POOLER_LEG], indirect=True)
+    )
+
+
+def database_leg(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec.params.get("database_url") if callspec is not None else None
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """An empty, migrated database of this test's own, on each engine in turn."""
@@ -149,6 +232,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         path = tmp_path / "todo.db"
         shutil.copy(sqlite_template, path)
         return f"sqlite+aiosqlite:///{path}"
+    if request.param == POOLER_LEG:
+        _require("Redis on 127.0.0.1:6379", _redis_answers())
+        pooled: str = request.getfixturevalue("pgbouncer_database")
+        empty_postgres(_DIRECT_URLS[pooled])
+        return pooled
     url: str = request.getfixturevalue("postgres_database")
     empty_postgres(url)
     return url
@@ -158,9 +246,21 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(database_url: str) -> SettingsFactory:
+def make_settings(request: pytest.FixtureRequest, database_url: str) -> SettingsFactory:
+    # The PgBouncer leg deploys as many machines would: through the pooler, limits in Redis.
+    deployed: dict[str, Any] = (
+        {
+            "db_pooler": "pgbouncer",
+            "redis_url": REDIS_URL,
+            "rate_limit_key_prefix": f"test-{uuid.uuid4().hex}",
+        }
+        if database_leg(request) == POOLER_LEG
+        else {}
+    )
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            **deployed,
             "database_url": database_url,
             "jwt_private_key": TEST_SIGNING_KEY,
             "log_format": "text",
@@ -185,19 +285,44 @@ def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
 
 
+# Behind a pooler, an app's twin: a second instance with its own engine (see `running_app`).
+_TWINS: dict[FastAPI, FastAPI] = {}
+
+
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The app with its lifespan started, as a server would run it."""
+    """The app with its lifespan started, as a server would run it. Behind a pooler, with a
+    twin: `client_for` sends each request to the other instance."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        yield app
+        if settings.db_pooler == "none":
+            yield app
+            return
+        twin = create_app(settings)
+        async with twin.router.lifespan_context(twin):
+            _TWINS[app] = twin
+            try:
+                yield app
+            finally:
+                del _TWINS[app]
+
+
+class _InTurns(httpx.AsyncBaseTransport):
+    """Each request to the next of several app instances."""
+
+    def __init__(self, *apps: FastAPI) -> None:
+        self._next = itertools.cycle([httpx.ASGITransport(app=app) for app in apps])
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._next).handle_async_request(request)
 
 
 def client_for(
     app: FastAPI, *, base_url: str = "http://testserver", **kwargs: Any
 ) -> httpx.AsyncClient:
+    twin = _TWINS.get(app)
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
+        transport=_InTurns(app, twin) if twin else httpx.ASGITransport(app=app),
         base_url=base_url,
         event_hooks={"request": [_secrets_sent], "response": [_secrets_received]},
         **kwargs,
@@ -392,6 +517,16 @@ def no_secret_in_the_logs() -> Iterator[None]:
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_answers() -> bool:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (OSError, redis.RedisError):
+        return False
+    finally:
+        client.close()
 
 
 async def redis_reachable() -> bool:

@@ -1,5 +1,5 @@
 """A real server process (`todo-api serve`) on a free loopback port, for tests that need real
-HTTP, several workers or a database outage."""
+HTTP, several workers or a database outage; and the `todo-api` command itself."""
 
 import os
 import socket
@@ -112,3 +112,21 @@ def server_thread(settings: Settings, *, graceful_seconds: int = 5) -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=graceful_seconds + 20)
+
+
+def todo_api(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "LOG_FORMAT": "text",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -1,9 +1,7 @@
 """The `todo-api` command: whatever an operator must fix (a setting, a database it cannot use, a
 schema not migrated) is one line on stderr naming what to fix, and a failing exit status."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_SERVER_URL, TEST_SIGNING_KEY, database_url_for, require_postgres
-from tests.live import ROOT, free_port, live_server
-
-
-def todo_api(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "HOME": str(tmp_path),
-        "LOG_FORMAT": "text",
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.live import free_port, live_server, todo_api
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:

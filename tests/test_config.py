@@ -213,6 +213,12 @@ REFUSALS = [
         "0",
         '"0" is not valid; write a number greater than 0, at most 600',
     ),
+    ("DB_POOLER", "session", '"session" is not valid; write one of none, pgbouncer'),
+    (
+        "DB_POOLER",
+        "pgbouncer",
+        "pgbouncer needs a PostgreSQL DATABASE_URL (the pooler's address); write none for SQLite",
+    ),
     ("SQLITE_BUSY_TIMEOUT_MS", "1.5", '"1.5" is not valid; write a whole number from 0 to 600000'),
     (
         "CORS_ORIGINS",
@@ -442,6 +448,16 @@ def test_cors_origins_are_a_list_or_a_json_array_of_origins(
 ) -> None:
     monkeypatch.setenv("CORS_ORIGINS", given)
     assert settings().cors_origins == origins
+
+
+def test_a_pooler_refuses_session_settings_in_the_url() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(
+            _env_file=None,
+            database_url="postgresql://todo@pgbouncer:6432/todo?options=-c%20work_mem%3D64MB",
+            db_pooler="pgbouncer",
+        )
+    assert refused.value.problems[0].startswith("DB_POOLER: a transaction-mode pooler does not")
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import SignedUp
 from tests.helpers import assert_problem, create
 
+pytestmark = pytest.mark.pgbouncer
+
 
 def etag_of(response: httpx.Response) -> str:
     etag: str = response.headers["etag"]

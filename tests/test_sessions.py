@@ -24,6 +24,8 @@ from tests.conftest import (
 )
 from tests.helpers import NEW_PASSWORD, assert_problem, bearer, login, me_status, refresh
 
+pytestmark = pytest.mark.pgbouncer
+
 
 async def test_login_and_signup_return_a_refresh_token(
     app: FastAPI, client: httpx.AsyncClient, user: SignedUp

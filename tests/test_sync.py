@@ -28,6 +28,8 @@ from tests.conftest import (
 )
 from tests.helpers import assert_problem, create
 
+pytestmark = pytest.mark.pgbouncer
+
 
 def database_of(app: FastAPI) -> Database:
     database: Database = app.state.runtime.db

@@ -14,6 +14,8 @@ from backend.schemas import TaskSort
 from tests.conftest import SignedUp
 from tests.helpers import assert_problem, create
 
+pytestmark = pytest.mark.pgbouncer
+
 PRIORITY_RANK = {"low": 1, "medium": 2, "high": 3}
 
 

@@ -15,6 +15,8 @@ from backend.models import Task, User
 from tests.conftest import SignedUp, sign_up
 from tests.helpers import assert_problem, bearer, create, mint
 
+pytestmark = pytest.mark.pgbouncer
+
 
 def parse_time(value: str) -> datetime:
     assert value.endswith("Z")

@@ -2,6 +2,7 @@
 turn within a process (`_SQLiteWriters`: BEGIN IMMEDIATE, so concurrent writers wait instead of
 failing with "database is locked"); PostgreSQL through asyncpg with a pool that pings idle
 connections and gives up quickly, so an outage is fast 503s and the pool heals by itself.
+Behind a transaction-mode pooler (`DB_POOLER=pgbouncer`), without prepared statement caches.
 """
 
 import asyncio
@@ -21,10 +22,12 @@ from sqlalchemy.ext.asyncio import (
 from backend.config import Settings
 from backend.database_url import PostgresTarget
 from backend.db.errors import wrap_driver_os_errors
+from backend.db.fastpath import UNNAMED_STATEMENTS
 
 # aiosqlite logs every statement with its parameters (password hashes, emails) at DEBUG: keep
 # it quiet even under LOG_LEVEL=DEBUG, as SQLAlchemy keeps its own loggers at WARNING.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
+logger = logging.getLogger(__name__)
 
 
 # The execution option that makes a SQLite transaction begin IMMEDIATE (taking the write lock),
@@ -123,12 +126,56 @@ def build_engine(settings: Settings) -> AsyncEngine:
                 timeout_seconds=settings.db_connect_timeout_seconds, application_name="todo-api"
             ),
             "command_timeout": settings.db_statement_timeout_seconds,
+            **(POOLER_SAFE_ARGS if settings.db_pooler != "none" else {}),
         },
     )
+    if settings.db_pooler == "none":
+        _hint_at_a_pooler(engine)
+    else:
+        event.listen(engine.sync_engine, "connect", _keep_unnamed_statements)
     if settings.db_pool_pre_ping:
         _ping_idle_connections(engine, idle_seconds=settings.db_pool_ping_idle_seconds)
     wrap_driver_os_errors(engine)
     return engine
+
+
+# asyncpg's connect arguments behind a transaction-mode pooler, which may run each transaction
+# (each statement, outside one) on another server connection. asyncpg's cached prepared
+# statements are named and live on the server connection that prepared them: elsewhere the
+# name is unknown, or another client's (issue 23: `prepared statement "__asyncpg_stmt_1__"
+# already exists`). Without its cache, asyncpg (0.30 on) prepares statements unnamed and sends
+# each run as Parse, Bind, Execute and Sync at once, so the pooler keeps one server connection
+# for it, and the next statement replaces it there: nothing piles up on the server (the uuid
+# names of SQLAlchemy's PgBouncer recipe would leave a prepared statement there per statement
+# prepared). SQLAlchemy's own cache then keeps these unnamed statements, described once per
+# connection, as the fast path does (fastpath._unnamed).
+POOLER_SAFE_ARGS: dict[str, Any] = {"statement_cache_size": 0}
+# What PostgreSQL answers when a named prepared statement met another client's server
+# connection: the name is taken (42P05), or unknown (26000).
+_POOLER_SQLSTATES = frozenset({"42P05", "26000"})
+
+
+def _keep_unnamed_statements(_dbapi_connection: Any, record: Any) -> None:
+    record.info[UNNAMED_STATEMENTS] = {}
+
+
+def _hint_at_a_pooler(engine: AsyncEngine) -> None:
+    """Say once what to set when the errors show a transaction-mode pooler that
+    DB_POOLER does not declare (a pooler cannot be told from the database itself)."""
+    hinted = False
+
+    def on_error(context: Any) -> None:
+        nonlocal hinted
+        if not hinted and getattr(context.original_exception, "sqlstate", None) in (
+            _POOLER_SQLSTATES
+        ):
+            hinted = True
+            logger.error(
+                "prepared statements meet another client's: DATABASE_URL seems to lead to a "
+                "transaction-mode pooler (PgBouncer); set DB_POOLER=pgbouncer"
+            )
+
+    event.listen(engine.sync_engine, "handle_error", on_error)
 
 
 def _ping_idle_connections(engine: AsyncEngine, *, idle_seconds: float) -> None:

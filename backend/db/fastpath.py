@@ -19,6 +19,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 _REQUIRED = object()
 _DRIVER = "todo_driver_connection"
+# Behind a transaction-mode pooler (backend/db/engine.py): where a connection keeps its
+# statements, in its `info`, and how many at most.
+UNNAMED_STATEMENTS = "todo_unnamed_statements"
+_UNNAMED_KEPT = 256
 
 
 class _Compiled:
@@ -114,11 +118,32 @@ async def _on_driver(
     for name, process, literal in compiled.binds:
         value = params[name] if literal is _REQUIRED else params.get(name, literal)
         arguments.append(process(value) if process else value)
-    run_for_rows, run_for_count = _RUNNERS[connection.dialect.name]
     try:
+        kept = connection.info.get(UNNAMED_STATEMENTS)
+        if kept is not None:
+            return await _unnamed(driver, kept, compiled.sql, arguments, rows=rows)
+        run_for_rows, run_for_count = _RUNNERS[connection.dialect.name]
         return await (run_for_rows if rows else run_for_count)(driver, compiled.sql, arguments)
     except (*_CONNECTION_ENDING_ERRORS, asyncpg.PostgresError, sqlite3.Error) as exc:
         raise await translate_driver_error(connection, compiled.sql, exc) from exc
+
+
+async def _unnamed(
+    driver: Any, kept: dict[str, Any], sql: str, arguments: list[Any], *, rows: bool
+) -> Any:
+    """Behind a transaction-mode pooler, asyncpg (its statement cache off) prepares statements
+    unnamed and parses one again each time it runs it, with its Bind and Execute: one round
+    trip, on one server connection. Kept here (asyncpg no longer keeps them), a statement is
+    described once per connection; otherwise asyncpg would ask the server to describe it on
+    every run, a second round trip."""
+    statement = kept.get(sql)
+    if statement is None:
+        if len(kept) >= _UNNAMED_KEPT:
+            del kept[next(iter(kept))]
+        statement = kept[sql] = await driver.prepare(sql)
+    records = await statement.fetch(*arguments)
+    # For its effect: the number of rows from the command tag ("UPDATE 1", "INSERT 0 1").
+    return records if rows else int(statement.get_statusmsg().rsplit(" ", 1)[-1])
 
 
 # SQLSTATE classes that end the connection: 08 (connection exception), 57P (the server shuts

@@ -12,6 +12,7 @@ from sqlmodel import SQLModel
 
 from backend import models
 from backend.database_url import PostgresTarget
+from backend.db.engine import POOLER_SAFE_ARGS
 from backend.db.errors import wrap_driver_os_errors
 
 # Generous: a hosted database may take seconds to wake up, and a migration runs once a release.
@@ -56,9 +57,14 @@ async def _run_online() -> None:
             target.url,
             poolclass=sa.pool.NullPool,
             hide_parameters=True,
-            connect_args=target.connect_args(
-                timeout_seconds=CONNECT_TIMEOUT_SECONDS, application_name="todo-api migrate"
-            ),
+            # Safe behind a transaction-mode pooler whatever DB_POOLER says: a migration's few
+            # statements are not worth caching.
+            connect_args={
+                **target.connect_args(
+                    timeout_seconds=CONNECT_TIMEOUT_SECONDS, application_name="todo-api migrate"
+                ),
+                **POOLER_SAFE_ARGS,
+            },
         )
     else:
         engine = create_async_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
