@@ -437,6 +437,12 @@ class Settings(BaseSettings):
                 "DATABASE_URL's options parameter; remove it and set them on the database or "
                 "role (ALTER ROLE ... SET ...)"
             )
+        if self.live_bus == "postgres" and self.database_listen_url is None:
+            raise ValueError(
+                "DB_POOLER: live updates LISTEN on a session of their own, which a transaction-"
+                "mode pooler does not keep; set DATABASE_LISTEN_URL to PostgreSQL itself (past "
+                "the pooler), or REDIS_URL (they then go through Redis)"
+            )
 
     def _check_production(self) -> None:
         problems: list[str] = []

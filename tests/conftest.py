@@ -253,6 +253,9 @@ def make_settings(request: pytest.FixtureRequest, database_url: str) -> Settings
             "db_pooler": "pgbouncer",
             "redis_url": REDIS_URL,
             "rate_limit_key_prefix": f"test-{uuid.uuid4().hex}",
+            # Live updates go through Redis; a test that picks the PostgreSQL bus listens past
+            # the pooler.
+            "database_listen_url": _DIRECT_URLS[database_url],
         }
         if database_leg(request) == POOLER_LEG
         else {}

@@ -423,6 +423,23 @@ def test_every_setting_has_a_refusal_tested() -> None:
     assert tested == {name.upper() for name in Settings.model_fields}
 
 
+def test_behind_a_pooler_live_updates_need_a_direct_listen_url_or_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://todo@pgbouncer.internal:6432/todo")
+    monkeypatch.setenv("DB_POOLER", "pgbouncer")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    [problem] = refused.value.problems
+    assert problem.startswith("DB_POOLER: live updates LISTEN")
+    assert "DATABASE_LISTEN_URL" in problem and "REDIS_URL" in problem
+    monkeypatch.setenv("DATABASE_LISTEN_URL", "postgresql://todo@db.internal:5432/todo")
+    assert load_settings(_env_file=None).live_bus == "postgres"
+    monkeypatch.delenv("DATABASE_LISTEN_URL")
+    monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6379/0")
+    assert load_settings(_env_file=None).live_bus == "redis"
+
+
 def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_POOL_SIZE", "0")
     monkeypatch.setenv("CORS_ORIGINS", "localhost:3000")

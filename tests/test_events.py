@@ -32,6 +32,9 @@ from tests.conftest import (
 from tests.helpers import Event, EventReader, assert_problem, bearer, mint
 from tests.live import live_server, server_thread
 
+# Behind PgBouncer too (a third leg: two instances through the pooler, the Redis bus).
+pytestmark = pytest.mark.pgbouncer
+
 # The slowest periodic check there is: what arrives sooner came through the bus.
 SLOW_CHECKS = {"events_check_seconds": 5}
 
@@ -339,7 +342,8 @@ async def test_the_postgresql_bus_listens_again_after_losing_its_connection(
 ) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite's bus is in-process")
-    with instances(make_settings, **SLOW_CHECKS) as (a, b):
+    # Behind the pooler, the bus listens past it (DATABASE_LISTEN_URL).
+    with instances(make_settings, events_bus="postgres", **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
             async with opened(on_b, user) as reader:
@@ -411,6 +415,7 @@ async def test_a_reader_too_slow_to_take_its_events_is_dropped_and_gives_its_pla
         assert leases[0]["n"] == 0
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 async def test_shutdown_ends_100_open_streams_well_within_the_graceful_timeout(
     database_url: str, tmp_path: Path
 ) -> None:
