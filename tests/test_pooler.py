@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 
 from backend.db import Database
 from backend.main import create_app
@@ -23,6 +23,7 @@ from tests.conftest import (
     SettingsFactory,
     _pg_execute,
     client_for,
+    database_url_for,
     running_app,
     sign_up,
 )
@@ -163,7 +164,14 @@ def test_migrate_serve_on_two_servers_and_purge_through_pgbouncer(
 ) -> None:
     """The operator's commands through the pooler: `todo-api migrate` (twice: the second finds
     nothing to do), two `todo-api serve` processes sharing the data, `todo-api purge`."""
-    env = {"DATABASE_URL": pooled_database, "DB_POOLER": "pgbouncer"}
+    env = {
+        "DATABASE_URL": pooled_database,
+        "DB_POOLER": "pgbouncer",
+        # Live updates listen past the pooler.
+        "DATABASE_LISTEN_URL": database_url_for(
+            POSTGRES_SERVER_URL, str(make_url(pooled_database).database)
+        ),
+    }
     for _ in range(2):
         migrated = todo_api(tmp_path, "migrate", **env)
         assert migrated.returncode == 0, migrated.stderr

