@@ -37,7 +37,7 @@ class Tracing:
     """The process's tracer provider, and what it instruments: the app, the database engine."""
 
     def __init__(self, endpoint: str) -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "todo-api"}))
+        self.provider = TracerProvider(resource=_resource())
         self.provider.add_span_processor(BatchSpanProcessor(exporter_for(endpoint)))
         self._tracer = self.provider.get_tracer(__name__)
         self._saved_runners: dict[str, Any] | None = None
@@ -72,6 +72,15 @@ class Tracing:
             fastpath._RUNNERS.update(self._saved_runners)
             SQLAlchemyInstrumentor().uninstrument()
         self.provider.shutdown()
+
+
+def _resource() -> Resource:
+    """What the SDK makes of OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, named `todo-api`
+    unless they name it."""
+    detected = Resource.create()
+    if str(detected.attributes.get("service.name", "")).startswith("unknown_service"):
+        return detected.merge(Resource({"service.name": "todo-api"}))
+    return detected
 
 
 def _traced[T](tracer: Tracer, system: str, run: Runner[T]) -> Runner[T]:

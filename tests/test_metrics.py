@@ -67,6 +67,12 @@ async def test_without_a_token_there_is_no_metrics_route_and_nothing_measured(
     assert context.kwargs == {"observe": None}
     async with running_app(settings) as started, client_for(started) as client:
         assert (await client.get("/metrics", headers=BEARER)).status_code == 404
+
+
+def test_metrics_stay_out_of_the_openapi_document(make_settings: SettingsFactory) -> None:
+    """An operator's route, for Prometheus's text format and the metrics token: not the API."""
+    app = create_app(make_settings(metrics_token=TOKEN))
+    assert any(getattr(route, "path", None) == "/metrics" for route in app.routes)
     assert "/metrics" not in app.openapi()["paths"]
 
 

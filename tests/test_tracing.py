@@ -47,6 +47,7 @@ async def test_each_request_is_one_trace_with_its_database_spans_and_its_request
         ]
         (server,) = [span for span in trace if span.kind == SpanKind.SERVER]
         assert server.parent is None
+        assert server.resource.attributes["service.name"] == "todo-api"
         assert server.attributes is not None
         assert server.attributes[REQUEST_ID] == (request_id,)
         assert server.name == f"{response.request.method} /api/{{user_id}}/tasks"
