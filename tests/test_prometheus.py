@@ -98,13 +98,23 @@ def pids_serving(server: LiveServer, route: str) -> set[int]:
     }
 
 
+def metrics_directories(tmp: Path) -> list[Path]:
+    return list(tmp.glob("todo-api-metrics-*"))
+
+
+def writers_in(directory: Path) -> set[str]:
+    """The processes that wrote request histograms there (by the pid in the file names)."""
+    return {path.stem.rpartition("_")[2] for path in directory.glob("histogram_*.db")}
+
+
 def selector(**labels: str) -> str:
     return "{" + ",".join(f'{name}="{value}"' for name, value in labels.items()) + "}"
 
 
 async def test_prometheus_reads_every_workers_requests_summed(tmp_path: Path) -> None:
+    env = {"METRICS_TOKEN": TOKEN, "TMPDIR": str(tmp_path)}
     with (
-        live_server(tmp_path, workers=2, env={"METRICS_TOKEN": TOKEN}) as server,
+        live_server(tmp_path, workers=2, env=env) as server,
         prometheus(tmp_path, target=server.url) as prometheus_url,
     ):
         # A connection per request, so that the kernel hands them to both workers.
@@ -139,3 +149,7 @@ async def test_prometheus_reads_every_workers_requests_summed(tmp_path: Path) ->
                 becomes(prometheus_url, "sum(todo_event_streams_open)", 1)
             becomes(prometheus_url, "sum(todo_event_streams_open)", 0)
         becomes(prometheus_url, "sum(todo_db_pool_connections_in_use)", 0)
+        # `serve` gave its two workers a directory of their own, each writing its files there.
+        (shared,) = metrics_directories(tmp_path)
+        assert len(writers_in(shared)) == 2
+    assert not metrics_directories(tmp_path), "not removed when the server stopped"
