@@ -24,7 +24,7 @@ from backend.db.errors import (
 )
 from backend.logs import configure_logging
 from backend.main import create_app
-from backend.metrics import prepare_directory, remove_directory
+from backend.metrics import prepare_directory, release_directory
 from backend.migrations import upgrade_to_head
 from backend.services import idempotency, sessions, streams, tasks
 
@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         _run_uvicorn(args)
     finally:
-        remove_directory(metrics_directory)
+        release_directory(metrics_directory)
 
 
 def _run_uvicorn(args: argparse.Namespace) -> None:

@@ -206,7 +206,7 @@ def forget_dead_workers() -> None:
 
 def prepare_directory(*, workers: int) -> Path | None:
     """Before the workers start: empty PROMETHEUS_MULTIPROC_DIR of a previous run's files, or,
-    without one and with several workers, make a private one (returned, for `remove_directory`
+    without one and with several workers, make a private one (returned, for `release_directory`
     when the server stops). This process's own files, if it made any already, stay."""
     given = os.environ.get(MULTIPROCESS_DIRECTORY)
     if given:
@@ -223,8 +223,12 @@ def prepare_directory(*, workers: int) -> Path | None:
     return made
 
 
-def remove_directory(directory: Path | None) -> None:
-    if directory is not None:
+def release_directory(made: Path | None) -> None:
+    """When the server has stopped: remove the directory `prepare_directory` made, or take this
+    process's gauges out of the operator's (its workers took theirs out as they ended)."""
+    if made is not None:
         os.environ.pop(MULTIPROCESS_DIRECTORY, None)
         with contextlib.suppress(OSError):
-            shutil.rmtree(directory)
+            shutil.rmtree(made)
+    elif directory := os.environ.get(MULTIPROCESS_DIRECTORY):
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]

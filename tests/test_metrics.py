@@ -3,9 +3,12 @@
 The metrics are the process's own (one registry, as in a served worker), so each test compares
 what it reads before and after what it does."""
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +29,9 @@ from tests.conftest import (
     WithSettings,
     client_for,
     running_app,
+    sign_up,
 )
+from tests.live import live_server
 
 TOKEN = "metrics-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -211,7 +216,7 @@ def test_several_workers_get_a_private_metrics_directory(monkeypatch: pytest.Mon
     made = metrics.prepare_directory(workers=2)
     assert made is not None and made.is_dir()
     assert os.environ[metrics.MULTIPROCESS_DIRECTORY] == str(made)
-    metrics.remove_directory(made)
+    metrics.release_directory(made)
     assert not made.exists() and metrics.MULTIPROCESS_DIRECTORY not in os.environ
 
 
@@ -220,3 +225,33 @@ def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+async def test_sigterm_ends_the_streams_and_each_worker_takes_its_gauges_along(
+    tmp_path: Path,
+) -> None:
+    """A restart (`systemctl restart`: SIGTERM to `todo-api serve`): open streams end at once,
+    the server exits cleanly, and the operator's metrics directory, emptied of the previous
+    run's files at the start, keeps the counts but no gauge of a process that has gone."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    stale = directory / f"counter_{dead_pid()}.db"
+    stale.write_bytes(b"")
+    env = {"METRICS_TOKEN": TOKEN, metrics.MULTIPROCESS_DIRECTORY: str(directory)}
+    with live_server(tmp_path, workers=2, env=env) as server:
+        assert not stale.exists()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            user = await sign_up(client)
+            async with client.stream(
+                "GET", f"/api/{user.id}/events", headers=user.headers, timeout=10
+            ) as response:
+                assert response.status_code == 200
+                server.process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                async for _ in response.aiter_lines():
+                    pass  # until the server ends the stream
+                assert time.monotonic() - started < 5
+        assert await asyncio.to_thread(server.process.wait, 20) == 0
+    left = {path.name.split("_")[0] for path in directory.iterdir()}
+    assert "counter" in left and "histogram" in left
+    assert not any(path.name.startswith("gauge_live") for path in directory.iterdir())
