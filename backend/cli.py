@@ -24,6 +24,7 @@ from backend.db.errors import (
 )
 from backend.logs import configure_logging
 from backend.main import create_app
+from backend.metrics import prepare_directory, release_directory
 from backend.migrations import upgrade_to_head
 from backend.services import idempotency, sessions, streams, tasks
 
@@ -86,6 +87,17 @@ def _serve(args: argparse.Namespace) -> None:
             "under load; one worker (or PostgreSQL) serves writes better",
             args.workers,
         )
+    # Several workers keep their metrics in files that any of them reads for a scrape.
+    metrics_directory = (
+        prepare_directory(workers=args.workers) if settings.metrics_token is not None else None
+    )
+    try:
+        _run_uvicorn(args)
+    finally:
+        release_directory(metrics_directory)
+
+
+def _run_uvicorn(args: argparse.Namespace) -> None:
     uvicorn.run(
         "backend.cli:served_app",
         factory=True,

@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     # Password hashing
     password_hash_concurrency: int = Field(default=2, ge=1, le=64)
 
+    # Operations. `GET /metrics` (Prometheus) answers only a bearer of METRICS_TOKEN; unset, there
+    # is no /metrics and nothing is measured. Traces go to this OpenTelemetry collector (OTLP over
+    # HTTP, the standard variable); unset, nothing of OpenTelemetry is even imported.
+    metrics_token: SecretStr | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
@@ -384,6 +390,34 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"PASSWORD_RESET_URL: {json.dumps(value)} is not an http(s) URL holding {{token}}; "
                 "write one such as https://app.example/reset-password?token={token}"
+            )
+        return value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        if len(value) < 16 or not value.isascii() or any(c.isspace() for c in value):
+            raise ValueError(
+                "METRICS_TOKEN: too short or not plain text; write at least 16 random printable "
+                "characters, such as the output of `openssl rand -hex 32`"
+            )
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"OTEL_EXPORTER_OTLP_ENDPOINT: {json.dumps(value)} is not an http(s) URL; write "
+                "the collector's OTLP/HTTP address, such as http://localhost:4318"
             )
         return value
 
@@ -532,7 +566,7 @@ class SettingsError(ValueError):
 
 
 _SECRET_SETTINGS = frozenset(
-    {"jwt_private_key", "database_url", "database_listen_url", "redis_url"}
+    {"jwt_private_key", "database_url", "database_listen_url", "redis_url", "metrics_token"}
 )
 
 

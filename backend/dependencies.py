@@ -118,7 +118,9 @@ async def limit(limiter: RateLimiter, item: RateLimitItem, *key: str, what: str)
     """Count one event against `item`: 429 beyond it; the rate-limit headers of the answer."""
     decision = await limiter.hit(item, *key)
     if not decision.allowed:
-        raise too_many(decision, f"Too many {what}; try again in {decision.reset_after} seconds.")
+        raise too_many(
+            decision, f"Too many {what}; try again in {decision.reset_after} seconds.", limit=key[0]
+        )
     return decision.headers()
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from backend.config import Settings, get_settings
 from backend.docs import install_docs
+from backend.metrics import RequestMetrics, Sampler, install_metrics_route
 from backend.middleware import (
     BodyGuardMiddleware,
     CORSMiddleware,
@@ -55,18 +56,40 @@ EXPOSED_HEADERS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Operations (backend/metrics.py, backend/tracing.py): when not configured, not a single
+    # middleware or import more.
+    request_metrics = RequestMetrics() if settings.metrics_token is not None else None
+    tracing = None
+    if settings.otel_exporter_otlp_endpoint is not None:
+        from backend.tracing import Tracing
+
+        tracing = Tracing(settings.otel_exporter_otlp_endpoint)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.start(settings)
         app.state.runtime = runtime
+        sampler = None
+        if request_metrics is not None:
+            sampler = Sampler(
+                connections_in_use=runtime.db.connections_in_use,
+                waiting=runtime.db.waiting_for_connection,
+                open_streams=lambda: runtime.hub.open_streams,
+            )
+            sampler.start()
+        if tracing is not None:
+            tracing.trace_database(runtime.db.engine)
         # Everything built so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise stall requests for tens of ms.
         gc.freeze()
         try:
             yield
         finally:
+            if sampler is not None:
+                await sampler.stop()
             await runtime.stop()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Todo API",
@@ -112,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(HeadMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware, observe=request_metrics.observe if request_metrics else None
+    )
 
     # The busiest routes first: the router tries routes in order.
     app.include_router(task_list.router)
@@ -127,6 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(me.router)
     app.include_router(health.router)
+    if settings.metrics_token is not None:
+        install_metrics_route(app, settings.metrics_token.get_secret_value())
     install_openapi(app, settings)
     install_docs(app)
+    if tracing is not None:
+        tracing.trace_app(app)
     return app

@@ -3,7 +3,8 @@ outermost in:
 
 `RequestContextMiddleware` gives every request an id, adds the security headers, `X-Request-ID`
 and any headers decided while serving (the rate-limit state, in the request's
-`RequestContext`) to every response, and writes the one access-log line.
+`RequestContext`) to every response, writes the one access-log line and, when metrics are on,
+hands the same facts to `observe` (`backend/metrics.py`).
 
 `HeadMiddleware` answers HEAD as GET without the body, so routes declare GET only.
 
@@ -20,7 +21,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.datastructures import Headers
 from starlette.middleware import cors
@@ -56,9 +57,14 @@ def _incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+# What the request metrics take of each request: method, route template, status, seconds.
+Observer = Callable[[str, str | None, int, float], None]
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, observe: Observer | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,18 +102,21 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            route = scope.get("route")
+            seconds = time.perf_counter() - started_at
+            template: str | None = getattr(scope.get("route"), "path", None)
             access_logger.info(
                 "request",
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
-                    "route": getattr(route, "path", None) or path,
+                    "route": template or path,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started_at) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "user_id": context.user_id if (context := context_of(scope)) else None,
                 },
             )
+            if self.observe is not None:
+                self.observe(scope["method"], template, status, seconds)
             request_id_var.reset(token)
 
 

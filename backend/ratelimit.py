@@ -31,6 +31,7 @@ from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterR
 
 from backend.config import Settings
 from backend.errors import RateLimited
+from backend.metrics import RATE_LIMIT_REFUSALS
 
 logger = logging.getLogger("backend.ratelimit")
 
@@ -177,7 +178,9 @@ class RateLimiter:
             await self._pool.aclose()
 
 
-def too_many(decision: Decision, detail: str) -> RateLimited:
+def too_many(decision: Decision, detail: str, *, limit: str) -> RateLimited:
+    """The 429 for a refused `decision`, counted under `limit` (the limit's name)."""
+    RATE_LIMIT_REFUSALS.labels(limit).inc()
     return RateLimited(
         detail, headers={"Retry-After": str(decision.reset_after), **decision.headers()}
     )
@@ -201,6 +204,7 @@ class LoginLockout:
                 decision,
                 "Too many failed logins for this account; try again in "
                 f"{decision.reset_after} seconds.",
+                limit="login-failures",
             )
 
     async def succeeded(self, email: str) -> None:

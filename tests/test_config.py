@@ -190,6 +190,18 @@ def test_better_auth_issuer_defaults_to_the_origin_of_its_url() -> None:
 # One nonsense value per setting, and the line that says what to write instead (after the
 # variable's name).
 REFUSALS = [
+    (
+        "METRICS_TOKEN",
+        "secret",
+        "too short or not plain text; write at least 16 random printable characters, such as "
+        "the output of `openssl rand -hex 32`",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "collector:4318",
+        '"collector:4318" is not an http(s) URL; write the collector\'s OTLP/HTTP address, such '
+        "as http://localhost:4318",
+    ),
     ("ENVIRONMENT", "prod", '"prod" is not valid; write one of development, production'),
     ("LOG_LEVEL", "loud", '"LOUD" is not valid; write one of DEBUG, INFO, WARNING, ERROR'),
     ("LOG_FORMAT", "xml", '"xml" is not valid; write one of json, text'),

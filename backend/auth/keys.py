@@ -26,6 +26,7 @@ from jwt.algorithms import OKPAlgorithm
 from jwt.exceptions import PyJWTError
 
 from backend.config import Settings
+from backend.metrics import JWKS_FETCH_FAILED, JWKS_FETCH_SUCCEEDED
 
 logger = logging.getLogger("backend.auth.keys")
 
@@ -266,6 +267,7 @@ class RemoteJwks:
         try:
             keys = await self._fetch()
         except (JwksError, httpx.HTTPError, TimeoutError, ValueError) as exc:
+            JWKS_FETCH_FAILED.inc()
             logger.warning(
                 "could not refresh the Better Auth JWKS from %s: %s",
                 self._shown_url,
@@ -274,6 +276,7 @@ class RemoteJwks:
             # Keep the last good keys; try again after the cooldown, not on every request.
             self._fresh_until = self._clock() + self._cooldown
             return
+        JWKS_FETCH_SUCCEEDED.inc()
         self._keys = keys
         self._fresh_until = self._clock() + self._cache_seconds
 

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     async_sessionmaker,
 )
+from sqlalchemy.pool import QueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.config import Settings
@@ -58,9 +59,11 @@ class _Turns:
     def __init__(self, capacity: int, timeout_seconds: float) -> None:
         self._free = asyncio.Semaphore(capacity)
         self._timeout_seconds = timeout_seconds
+        self.waiting = 0  # units of work queued for a turn now (a metric samples it)
 
     async def take(self) -> None:
         if self._free.locked():
+            self.waiting += 1
             try:
                 async with asyncio.timeout(self._timeout_seconds):
                     await self._free.acquire()
@@ -68,6 +71,8 @@ class _Turns:
                 raise sa_exc.TimeoutError(
                     f"no database connection came free within {self._timeout_seconds:g} s"
                 ) from None
+            finally:
+                self.waiting -= 1
         else:
             await self._free.acquire()  # free: returns at once
 
@@ -327,6 +332,15 @@ class Database:
             self._migrated = await connection.run_sync(is_at_head)
         self._schema_recheck_at = time.monotonic() + SCHEMA_RECHECK_SECONDS
         return self._migrated
+
+    def connections_in_use(self) -> int | None:
+        """Connections checked out of the pool now (None for a pool that does not count)."""
+        pool = self.engine.pool
+        return pool.checkedout() if isinstance(pool, QueuePool) else None
+
+    def waiting_for_connection(self) -> int:
+        """Units of work queued for a connection now."""
+        return self._turns.waiting
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Request, Response
 
 from backend.config import Settings
 from backend.dependencies import CurrentUser, LoginLimit, RefreshLimit, SessionDep, SignupLimit
-from backend.errors import ValidationFailed
+from backend.errors import InvalidCredentials, RateLimited, ValidationFailed
 from backend.infrastructure import (
     AccessTokensDep,
     DatabaseDep,
@@ -19,6 +19,7 @@ from backend.infrastructure import (
     SessionPolicyDep,
     SettingsDep,
 )
+from backend.metrics import LOGIN_FAILED, LOGIN_LOCKED, LOGIN_SUCCEEDED
 from backend.openapi import (
     BEARER_ERRORS,
     BODY_ERRORS,
@@ -223,9 +224,17 @@ async def login(
     limited per client IP (`LOGIN_RATE_LIMIT`), and failures per account (`LOGIN_LOCKOUT`): past
     that, the account answers 429 even to the right password until the window has passed.
     """
-    account, password_hash = await users.authenticate(
-        database, hasher, lockout, email=body.email, password=body.password
-    )
+    try:
+        account, password_hash = await users.authenticate(
+            database, hasher, lockout, email=body.email, password=body.password
+        )
+    except InvalidCredentials:
+        LOGIN_FAILED.inc()
+        raise
+    except RateLimited:
+        LOGIN_LOCKED.inc()
+        raise
+    LOGIN_SUCCEEDED.inc()
     auth = await sessions.start_session(
         session, access_tokens, account, policy=policy, password_hash=password_hash
     )
