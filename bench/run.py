@@ -742,7 +742,9 @@ class Benchmark:
         env: dict[str, str] = {}
         if side.pooled:
             assert self.pgbouncer is not None
-            url, env = self.pgbouncer.url_for(BENCH_DATABASE), {"DB_POOLER": "pgbouncer"}
+            # Live updates listen past the pooler, on the database itself (the direct URL).
+            env = {"DB_POOLER": "pgbouncer", "DATABASE_LISTEN_URL": url}
+            url = self.pgbouncer.url_for(BENCH_DATABASE)
         name = f"{side.name}-{database}-{workers}"
         with self.bench.service(url, workers, name, side.app_root, env) as server:
             server.database = BENCH_DATABASE if database == "postgresql" else None
