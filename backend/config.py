@@ -32,6 +32,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.database_url import PostgresTarget, normalize_database_url
 
+# What to write instead of a URL that is not http(s), by setting (Better Auth's by default).
+_URL_EXAMPLES = {
+    "otel_exporter_otlp_endpoint": "the collector's OTLP/HTTP address, such as "
+    "http://localhost:4318"
+}
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./todo.db"
 DEFAULT_KEY_FILE = Path(".todo-jwt-key.pem")
 DEFAULT_PASSWORD_RESET_URL = "http://localhost:3000/reset-password?token={token}"  # noqa: S105
@@ -343,7 +348,7 @@ class Settings(BaseSettings):
             ) from exc
         return value
 
-    @field_validator("better_auth_url", "better_auth_jwks_url")
+    @field_validator("better_auth_url", "better_auth_jwks_url", "otel_exporter_otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
@@ -351,9 +356,10 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            what = _URL_EXAMPLES.get(str(info.field_name), "one such as https://auth.example.com")
             raise ValueError(
                 f"{str(info.field_name).upper()}: {json.dumps(value)} is not an http(s) URL; "
-                "write one such as https://auth.example.com"
+                f"write {what}"
             )
         return value
 
@@ -404,20 +410,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "METRICS_TOKEN: too short or not plain text; write at least 16 random printable "
                 "characters, such as the output of `openssl rand -hex 32`"
-            )
-        return value
-
-    @field_validator("otel_exporter_otlp_endpoint")
-    @classmethod
-    def _otlp_endpoint(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"OTEL_EXPORTER_OTLP_ENDPOINT: {json.dumps(value)} is not an http(s) URL; write "
-                "the collector's OTLP/HTTP address, such as http://localhost:4318"
             )
         return value
 
