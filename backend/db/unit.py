@@ -217,7 +217,11 @@ class UnitOfWork:
             await transaction.commit()
         finally:
             work.end()
-            await self._database._from_transaction(connection)
+            # A connection lost mid-transaction (the commit failed with it) is discarded when the
+            # unit of work ends; asking it for its read mode would hide the outage behind
+            # "rollback first".
+            if not connection.invalidated:
+                await self._database._from_transaction(connection)
 
     def session(self) -> AsyncSession:
         """The request's ORM session (a write transaction when the request writes), committed
