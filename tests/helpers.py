@@ -5,7 +5,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +180,25 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+@asynccontextmanager
+async def open_events(
+    client: httpx.AsyncClient,
+    user: SignedUp,
+    *,
+    token: str | None = None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[EventReader]:
+    """The user's event stream, open (200) until the block ends; `token` instead of the
+    user's own, `params` and `headers` (`{"Last-Event-ID": cursor}`) as given."""
+    async with client.stream(
+        "GET",
+        f"/api/{user.id}/events",
+        params=params,
+        headers={**bearer(token or user.token), **(headers or {})},
+        timeout=httpx.Timeout(10, read=None),
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        yield EventReader(response)

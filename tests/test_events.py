@@ -29,7 +29,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
-from tests.helpers import Event, EventReader, assert_problem, bearer, mint
+from tests.helpers import Event, EventReader, assert_problem, mint, open_events
 from tests.live import live_server, server_thread
 
 # Behind PgBouncer too (a third leg: two instances through the pooler, the Redis bus).
@@ -59,20 +59,6 @@ async def clients(a: str, b: str) -> AsyncIterator[tuple[httpx.AsyncClient, http
         httpx.AsyncClient(base_url=b, limits=limits) as on_b,
     ):
         yield on_a, on_b
-
-
-@asynccontextmanager
-async def opened(
-    client: httpx.AsyncClient, user: SignedUp, *, token: str | None = None, **headers: str
-) -> AsyncIterator[EventReader]:
-    async with client.stream(
-        "GET",
-        f"/api/{user.id}/events",
-        headers={**bearer(token or user.token), **headers},
-        timeout=httpx.Timeout(10, read=None),
-    ) as response:
-        assert response.status_code == 200, await response.aread()
-        yield EventReader(response)
 
 
 async def open_status(client: httpx.AsyncClient, user: SignedUp) -> int:
@@ -110,7 +96,7 @@ async def test_a_write_through_one_instance_reaches_a_stream_on_the_other_within
     with instances(make_settings, **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 assert reader.response.headers["content-type"].startswith("text/event-stream")
                 assert reader.response.headers["cache-control"] == "no-cache"
                 assert reader.response.headers["x-accel-buffering"] == "no"
@@ -125,7 +111,7 @@ async def test_a_stream_resumed_with_last_event_id_gets_every_change_once_in_ord
     with instances(make_settings, **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 tasks = [await _create(on_a, user, f"task {n}") for n in range(3)]
                 seen = [await reader.next() for _ in tasks]
             # Killed mid-way; meanwhile, changes of every kind.
@@ -145,7 +131,7 @@ async def test_a_stream_resumed_with_last_event_id_gets_every_change_once_in_ord
             )
             expected = feed.json()["changes"]
             assert len(expected) == 5
-            async with opened(on_a, user, **{"Last-Event-ID": last}) as resumed:
+            async with open_events(on_a, user, headers={"Last-Event-ID": last}) as resumed:
                 caught_up = [await resumed.next() for _ in expected]
                 assert [event.json() for event in caught_up] == expected
                 assert caught_up[-1].id == feed.json()["next"]
@@ -157,14 +143,7 @@ async def test_a_stream_resumed_with_last_event_id_gets_every_change_once_in_ord
             ids = [event.id for event in [*caught_up, live]]
             assert len(set(ids)) == len(ids)
             # `since=` resumes the same way.
-            async with on_b.stream(
-                "GET",
-                f"/api/{user.id}/events",
-                params={"since": last},
-                headers=user.headers,
-                timeout=httpx.Timeout(10, read=None),
-            ) as response:
-                again = EventReader(response)
+            async with open_events(on_b, user, params={"since": last}) as again:
                 assert [(await again.next()).json() for _ in expected] == expected
 
 
@@ -174,7 +153,7 @@ async def test_a_cursor_that_purging_has_forgotten_gives_reset_and_the_stream_go
     with instances(make_settings, **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 task = await _create(on_a, user, "soon gone")
                 old = (await reader.next()).id
             assert old is not None
@@ -185,7 +164,7 @@ async def test_a_cursor_that_purging_has_forgotten_gives_reset_and_the_stream_go
                 f"/api/{user.id}/changes", params={"since": old}, headers=user.headers
             )
             assert_problem(expired, 410, "sync_expired")
-            async with opened(on_b, user, **{"Last-Event-ID": old}) as reader:
+            async with open_events(on_b, user, headers={"Last-Event-ID": old}) as reader:
                 reset = await reader.next()
                 assert reset.event == "reset"
                 assert reset.json() == {"code": "sync_expired"}
@@ -210,7 +189,7 @@ async def test_a_stream_ends_within_5_seconds_of_its_token_expiring(
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
             expires = int(time.time()) + 3
-            async with opened(on_b, user, token=mint(user.id, exp=expires)) as reader:
+            async with open_events(on_b, user, token=mint(user.id, exp=expires)) as reader:
                 assert await reader.ended(within=3 + 5)
                 assert time.time() >= expires - 1
                 assert time.time() - expires < 5
@@ -224,9 +203,9 @@ async def test_logout_all_ends_every_stream_of_the_user_within_5_seconds(
             user = await sign_up(on_a)
             other = await sign_up(on_a)
             async with (
-                opened(on_a, user) as on_first,
-                opened(on_b, user) as on_second,
-                opened(on_b, other) as others,
+                open_events(on_a, user) as on_first,
+                open_events(on_b, user) as on_second,
+                open_events(on_b, other) as others,
             ):
                 await asyncio.sleep(1.1)  # a token issued in an earlier second than the logout
                 out = await on_a.post("/api/auth/logout-all", headers=user.headers)
@@ -244,7 +223,7 @@ async def test_deleting_the_account_ends_its_streams(make_settings: SettingsFact
     with instances(make_settings) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 gone = await on_a.request(
                     "DELETE", "/api/auth/me", json={"password": user.password}, headers=user.headers
                 )
@@ -259,7 +238,7 @@ async def test_the_sixth_stream_of_a_user_is_429_on_any_instance(
         async with clients(a, b) as (on_a, on_b), AsyncExitStack() as streams:
             user = await sign_up(on_a)
             for client in (on_a, on_a, on_a, on_b, on_b):
-                await streams.enter_async_context(opened(client, user))
+                await streams.enter_async_context(open_events(client, user))
             for client in (on_a, on_b):
                 refused = await client.get(f"/api/{user.id}/events", headers=user.headers)
                 body = assert_problem(refused, 429, "too_many_streams")
@@ -267,7 +246,7 @@ async def test_the_sixth_stream_of_a_user_is_429_on_any_instance(
                 assert refused.headers["retry-after"]
             # Another user has streams of their own.
             other = await sign_up(on_a)
-            async with opened(on_b, other):
+            async with open_events(on_b, other):
                 pass
             # A stream that ends gives its place back, as soon as its worker has seen the
             # client go (a reconnection that comes first is 429, with Retry-After).
@@ -305,7 +284,7 @@ async def test_heartbeat_comments_keep_an_idle_stream_open(make_settings: Settin
     with instances(make_settings, events_heartbeat_seconds=0.3) as (a, _b):
         async with httpx.AsyncClient(base_url=a) as client:
             user = await sign_up(client)
-            async with opened(client, user) as reader:
+            async with open_events(client, user) as reader:
                 with pytest.raises(TimeoutError):
                     await reader.next(within=1.5)
                 assert reader.comments >= 3
@@ -333,7 +312,7 @@ async def test_a_dead_redis_delays_live_updates_to_the_periodic_check_and_loses_
     with instances(make_settings, events_check_seconds=0.5, **settings) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 await _create(on_a, user, "through the check")
                 event = await reader.next(within=3)
                 assert event.json()["task"]["title"] == "through the check"
@@ -345,7 +324,7 @@ async def test_live_updates_through_redis(
     with instances(make_settings, events_bus="redis", **redis_settings, **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 await _arrives_within_a_second(on_a, reader, user, "through redis")
 
 
@@ -358,7 +337,7 @@ async def test_the_postgresql_bus_listens_again_after_losing_its_connection(
     with instances(make_settings, events_bus="postgres", **SLOW_CHECKS) as (a, b):
         async with clients(a, b) as (on_a, on_b):
             user = await sign_up(on_a)
-            async with opened(on_b, user) as reader:
+            async with open_events(on_b, user) as reader:
                 admin = await asyncpg.connect(asyncpg_dsn(database_url))
                 try:
                     killed = await admin.fetch(
@@ -441,7 +420,9 @@ async def test_shutdown_ends_100_open_streams_well_within_the_graceful_timeout(
             AsyncExitStack() as streams,
         ):
             user = await sign_up(client)
-            readers = [await streams.enter_async_context(opened(client, user)) for _ in range(100)]
+            readers = [
+                await streams.enter_async_context(open_events(client, user)) for _ in range(100)
+            ]
             await _create(client, user, "to every stream")
             events = await asyncio.gather(*(reader.next(within=10) for reader in readers))
             assert {event.json()["task"]["title"] for event in events} == {"to every stream"}
@@ -468,7 +449,7 @@ async def test_head_answers_the_stream_headers_without_opening_one(
                 assert head.content == b""
             async with AsyncExitStack() as streams:
                 for _ in range(5):
-                    await streams.enter_async_context(opened(client, user))
+                    await streams.enter_async_context(open_events(client, user))
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from tests.conftest import (
     running_app,
     sign_up,
 )
+from tests.helpers import open_events
 from tests.live import live_server
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -242,14 +243,10 @@ async def test_sigterm_ends_the_streams_and_each_worker_takes_its_gauges_along(
         assert not stale.exists()
         async with httpx.AsyncClient(base_url=server.url) as client:
             user = await sign_up(client)
-            async with client.stream(
-                "GET", f"/api/{user.id}/events", headers=user.headers, timeout=10
-            ) as response:
-                assert response.status_code == 200
+            async with open_events(client, user) as reader:
                 server.process.send_signal(signal.SIGTERM)
                 started = time.monotonic()
-                async for _ in response.aiter_lines():
-                    pass  # until the server ends the stream
+                assert await reader.ended(within=5)  # the server ends the stream
                 assert time.monotonic() - started < 5
         assert await asyncio.to_thread(server.process.wait, 20) == 0
     left = {path.name.split("_")[0] for path in directory.iterdir()}

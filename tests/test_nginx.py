@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from backend.cli import build_parser
 from tests.conftest import sign_up
-from tests.helpers import EventReader
+from tests.helpers import open_events
 from tests.live import ROOT, free_port, live_server
 from tests.programs import require_program, stop, wait_until
 
@@ -174,14 +174,7 @@ async def test_the_nginx_site_forwards_the_client_address_streams_and_answers_41
 
             # An event stream through nginx: a change arrives within a second.
             user = await sign_up(second)
-            async with second.stream(
-                "GET",
-                f"/api/{user.id}/events",
-                headers=user.headers,
-                timeout=httpx.Timeout(10, read=None),
-            ) as response:
-                assert response.status_code == 200
-                reader = EventReader(response)
+            async with open_events(second, user) as reader:
                 created = await second.post(
                     user.tasks_url, json={"title": "through nginx"}, headers=user.headers
                 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import sign_up
+from tests.helpers import open_events
 from tests.live import LiveServer, free_port, live_server
 from tests.programs import require_program, stop, wait_until
 
@@ -139,13 +140,7 @@ async def test_prometheus_reads_every_workers_requests_summed(tmp_path: Path) ->
             assert query(prometheus_url, 'count(up{job="todo-api"} == 1)') == 1
 
             # A live gauge: the stream is counted while it is open, summed over the workers.
-            async with c.stream(
-                "GET",
-                f"/api/{user.id}/events",
-                headers=user.headers,
-                timeout=httpx.Timeout(10, read=None),
-            ) as stream:
-                assert stream.status_code == 200
+            async with open_events(c, user):
                 becomes(prometheus_url, "sum(todo_event_streams_open)", 1)
             becomes(prometheus_url, "sum(todo_event_streams_open)", 0)
         becomes(prometheus_url, "sum(todo_db_pool_connections_in_use)", 0)
