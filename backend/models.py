@@ -125,8 +125,14 @@ class User(SQLModel, table=True):
         default="UTC", max_length=64, nullable=False, sa_column_kwargs={"server_default": "UTC"}
     )
     password_hash: str | None = Field(default=None, max_length=512)
-    # Live tasks (the trash is not counted): the cap's counter.
+    # Live tasks (the trash is not counted): the cap's counter, and the `total` of a list with no
+    # filter.
     task_count: int = Field(default=0, nullable=False)
+    # Live completed tasks: the `total` of a list filtered by status alone. Kept by triggers on
+    # `tasks` (migration 0011), whatever statement changes a task, never by the services.
+    completed_count: int = Field(
+        default=0, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
     # The user's revision: the last number a change to the user's tasks took (the changes feed's
     # clock). Every task write takes the next one while it holds this row, so they are handed
     # out, and committed, in order.

@@ -95,6 +95,7 @@ class Load:
     connections: int
     threads: int
     duration_s: float
+    arguments: tuple[str, ...] = ()  # the route's own (`path`: the path and the token)
 
     def command(self, wrk: str, base_url: str, data_file: Path) -> list[str]:
         threads = max(1, min(self.threads, self.connections))
@@ -110,6 +111,7 @@ class Load:
             str(data_file),
             self.route,
             str(threads),
+            *self.arguments,
         ]
 
 

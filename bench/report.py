@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import orjson
 from loadgen import WrkResult
 
 FLOOR_ROUTES = ("list", "get", "create", "toggle")
@@ -614,3 +615,11 @@ class Report:
                 f"{login.ms('p99'):.1f} | {errors} |"
             )
         return [*lines, ""]
+
+
+def write_report(output: Path, data: dict[str, Any], markdown: str) -> None:
+    """Write a run's report as JSON (`output`) and Markdown (beside it), and print the Markdown."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    output.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)

@@ -4,7 +4,7 @@
 --
 -- DATA_FILE is the Lua chunk that bench/run.py writes (users, tokens, task ids); ROUTE is one
 -- of list, list_filtered, changes, cursor_deep, offset_deep, get, create, replace, toggle,
--- delete, login. Every request goes to the next user in turn (and to that user's next task),
+-- delete, login; or `path`, followed by PATH TOKEN: the same GET, again and again. Every request goes to the next user in turn (and to that user's next task),
 -- each with that user's own bearer token, except the deep reads (changes, cursor_deep,
 -- offset_deep), which all go to the one user with 10,000 tasks: its changes feed after a cursor
 -- 100 changes behind, and the page 9,980 tasks deep in its list, by cursor or by offset. The
@@ -126,9 +126,13 @@ local function build(route, data)
 end
 
 function init(args)
-   local data = dofile(args[1])
    local threads_total = tonumber(args[3]) or 1
-   variants = build(args[2], data)
+   if args[2] == "path" then
+      -- One fixed GET: args[4] is its path and query, args[5] the bearer token (bench/scale.py).
+      variants = {{request_for("GET", args[4], args[5])}}
+   else
+      variants = build(args[2], dofile(args[1]))
+   end
    size = #variants[1]
    -- Threads start at evenly spaced places in the rotation.
    sent = math.floor(size * thread_index / threads_total)

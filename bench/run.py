@@ -72,6 +72,7 @@ from report import (
     Report,
     describe_machine,
     git_revision,
+    write_report,
 )
 from seed import (
     DEEP_TASKS,
@@ -983,11 +984,7 @@ def main(argv: list[str] | None = None) -> int:
                     bench.drop_postgres()
         report.finished_at = datetime.now().astimezone()
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
-    markdown = report.markdown()
-    output.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    print(markdown)
+    write_report(output, report.as_json(), report.markdown())
     log(f"wrote {output} and {output.with_suffix('.md')}")
     return 0
 

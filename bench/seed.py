@@ -5,10 +5,12 @@ password), so `POST /api/auth/login` does the full work for them. Tasks are inse
 straight into the database (COPY on PostgreSQL, executemany on SQLite), in the formats the
 service's column types store: priority as its rank 1..3, timestamps in UTC to the millisecond,
 and on SQLite task ids as 32 hex digits and timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-`users.task_count` equals each user's number of tasks, as the service keeps it; every task has
+`users.task_count` and `completed_count` equal each user's numbers of tasks and of completed
+tasks, as the service keeps them; every task has
 version 1 and a revision, a user's tasks numbered 1, 2, ... in the order they last changed
 (`updated_at`, then id), and `users.revision` is the last of them (as migration 0007 numbers
-existing tasks, and as the service would have stamped them); nothing is in the trash.
+existing tasks, and as the service would have stamped them); nothing is in the trash. A task has
+up to two tags (`TAGS`), in its `tags` column and in `task_tags`.
 
 Beside the users that the routes rotate over, one more user holds `DEEP_TASKS` tasks: the deep
 reads (`changes`, `cursor_deep`, `offset_deep`) go to that user only, with a feed cursor taken
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -52,6 +55,9 @@ ADDRESSED_TASKS_PER_USER = 20
 DEEP_TASKS = 10_000
 CHANGES_BEHIND = 100
 PAGE = 20
+# The tags tasks carry; about one task in seven has the first (`TAG`, what the list shapes filter).
+TAGS = ("work", "home", "errands", "finance", "health", "family", "travel")
+TAG = TAGS[0]
 
 _VERBS = (
     "Write", "Review", "Send", "Call", "Buy", "Fix", "Plan", "Book", "Clean", "Prepare",
@@ -86,6 +92,13 @@ class SeedTask:
     revision: int = 0  # the user's revision that the task's last change took (set by _numbered)
     position: str = ""  # the user's order, newest first, as migration 0010 gives (set by _numbered)
 
+    @property
+    def tags(self) -> list[str]:
+        """None, one or two of `TAGS`, drawn from the task's id (so the rest of the data is what
+        it was before tasks had tags)."""
+        rng = random.Random(self.id.int)
+        return rng.sample(TAGS, k=rng.choices((0, 1, 2), weights=(4, 4, 2))[0])
+
 
 @dataclass(frozen=True, slots=True)
 class SeedUser:
@@ -106,6 +119,11 @@ class SeedUser:
         """The rest: what the delete route deletes (each exists when the route starts)."""
         addressed = set(self.addressed_task_ids)
         return [str(task.id) for task in self.tasks if str(task.id) not in addressed]
+
+    @property
+    def completed_count(self) -> int:
+        """Its completed tasks, as `users.completed_count` keeps them."""
+        return sum(task.completed for task in self.tasks)
 
     @property
     def revision(self) -> int:
@@ -252,14 +270,15 @@ def public_key_pem(private_key_pem: str) -> str:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _USER_COLUMNS = [
-    "id", "provider", "email", "name", "password_hash", "task_count", "revision", "created_at",
-    "updated_at",
+    "id", "provider", "email", "name", "password_hash", "task_count", "completed_count",
+    "revision", "created_at", "updated_at",
 ]  # fmt: skip
 _TASK_COLUMNS = [
     "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
     "completed_at", "priority", "due_date", "created_at", "updated_at", "version", "revision",
-    "position",
+    "position", "tags",
 ]  # fmt: skip
+_TAG_COLUMNS = ["user_id", "key", "name", "task_id"]
 
 
 def _folded(task: SeedTask) -> tuple[str, str | None]:
@@ -269,8 +288,8 @@ def _folded(task: SeedTask) -> tuple[str, str | None]:
 
 def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
-        user.created_at, user.created_at,
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.completed_count, user.revision, user.created_at, user.created_at,
     )  # fmt: skip
 
 
@@ -278,8 +297,18 @@ def _task_record(task: SeedTask) -> tuple[Any, ...]:
     return (
         task.id, task.user_id, task.title, task.description, *_folded(task), task.completed,
         task.completed_at, task.priority, task.due_date, task.created_at, task.updated_at, 1,
-        task.revision, task.position,
+        task.revision, task.position, orjson.dumps(task.tags).decode(),
     )  # fmt: skip
+
+
+def _tag_records(dataset: "Dataset") -> list[tuple[Any, ...]]:
+    """The `task_tags` rows of every task (tags are lower case: each is its own key)."""
+    return [
+        (task.user_id, tag, tag, task.id)
+        for user in dataset.everyone
+        for task in user.tasks
+        for tag in task.tags
+    ]
 
 
 async def seed_postgres(dsn: str, dataset: Dataset) -> None:
@@ -298,7 +327,10 @@ async def seed_postgres(dsn: str, dataset: Dataset) -> None:
                 records=[_task_record(task) for user in dataset.everyone for task in user.tasks],
                 columns=_TASK_COLUMNS,
             )
-        await connection.execute("VACUUM ANALYZE users, tasks")
+            await connection.copy_records_to_table(
+                "task_tags", records=_tag_records(dataset), columns=_TAG_COLUMNS
+            )
+        await connection.execute("VACUUM ANALYZE users, tasks, task_tags")
     finally:
         await connection.close()
 
@@ -316,8 +348,8 @@ def _sqlite_timestamp(moment: datetime | None) -> str | None:
 def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     created_at = _sqlite_timestamp(user.created_at)
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
-        created_at, created_at,
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
+        user.completed_count, user.revision, created_at, created_at,
     )  # fmt: skip
 
 
@@ -327,7 +359,7 @@ def _sqlite_task_row(task: SeedTask) -> tuple[Any, ...]:
         task.id.hex, task.user_id, task.title, task.description, *_folded(task),
         int(task.completed), _sqlite_timestamp(task.completed_at), task.priority, due_date,
         _sqlite_timestamp(task.created_at), _sqlite_timestamp(task.updated_at), 1, task.revision,
-        task.position,
+        task.position, orjson.dumps(task.tags).decode(),
     )  # fmt: skip
 
 
@@ -349,6 +381,13 @@ def seed_sqlite(path: Path, dataset: Dataset) -> None:
             connection.executemany(
                 _sqlite_insert("tasks", _TASK_COLUMNS),
                 [_sqlite_task_row(task) for user in dataset.everyone for task in user.tasks],
+            )
+            connection.executemany(
+                _sqlite_insert("task_tags", _TAG_COLUMNS),
+                [
+                    (user, key, name, task_id.hex)
+                    for user, key, name, task_id in _tag_records(dataset)
+                ],
             )
     finally:
         connection.close()

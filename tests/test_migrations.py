@@ -302,3 +302,79 @@ async def _positions(url: str) -> list[tuple[str, str, str, str]]:
             return [(row[0], row[1], row[2], row[3]) for row in result]
     finally:
         await engine.dispose()
+
+
+def test_upgrading_to_completed_counts_counts_live_completed_tasks(
+    fresh_database_url: str,
+) -> None:
+    """From 0010 with tasks of two users (completed or not, live or in the trash): each user's
+    `completed_count` is its live completed tasks; the triggers then keep it."""
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0010_organizing")
+    asyncio.run(_store_tasks_of_0010(fresh_database_url))
+    command.upgrade(config, "0011_completed_count")
+    assert asyncio.run(_completed_counts(fresh_database_url)) == {"u1": 2, "u2": 0}
+    asyncio.run(_run(fresh_database_url, "UPDATE tasks SET completed = NOT completed"))
+    assert asyncio.run(_completed_counts(fresh_database_url)) == {"u1": 1, "u2": 1}
+    asyncio.run(_run(fresh_database_url, "DELETE FROM tasks WHERE user_id = 'u1'"))
+    assert asyncio.run(_completed_counts(fresh_database_url)) == {"u1": 0, "u2": 1}
+    command.downgrade(config, "0010_organizing")
+    command.upgrade(config, "head")
+    assert asyncio.run(_completed_counts(fresh_database_url)) == {"u1": 0, "u2": 1}
+
+
+_TASKS_0010 = sa.table(
+    "tasks",
+    *(sa.column(column.name, column.type) for column in _TASKS_0008.columns),
+    sa.column("position", sa.String()),
+    sa.column("deleted_at", sa.DateTime(timezone=True)),
+)
+
+
+async def _store_tasks_of_0010(url: str) -> None:
+    now = datetime.now(UTC)
+    # u1: two live completed, one live pending, one completed in the trash; u2: one pending.
+    tasks = [("u1", True, None), ("u1", True, None), ("u1", False, None), ("u1", True, now)]
+    tasks.append(("u2", False, None))
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                sa.insert(_USERS_0002),
+                [
+                    {"id": owner, "provider": "local", "email": f"{owner}@example.com",
+                     "task_count": count, "created_at": now, "updated_at": now}
+                    for owner, count in (("u1", 3), ("u2", 1))
+                ],
+            )  # fmt: skip
+            await connection.execute(
+                sa.insert(_TASKS_0010),
+                [
+                    {"id": uuid.uuid4(), "user_id": owner, "title": "t", "title_folded": "t",
+                     "description": None, "completed": completed, "priority": 2,
+                     "created_at": now, "updated_at": now, "position": f"d000{n}",
+                     "deleted_at": deleted_at}
+                    for n, (owner, completed, deleted_at) in enumerate(tasks)
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _run(url: str, statement: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _completed_counts(url: str) -> dict[str, int]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(sa.text("SELECT id, completed_count FROM users"))
+            return {row[0]: row[1] for row in result}
+    finally:
+        await engine.dispose()

@@ -1,6 +1,11 @@
 """The list statements, built once per shape of query (which filters, which sort) on the owner's
 live tasks: the count, the page by offset, and the pages after a cursor's position (keyset).
 
+The count of a list with no filter but its status is not counted: it is read from the owner's
+row, which keeps the numbers of live and of live completed tasks (`users.task_count`, kept by the
+services under the cap, and `users.completed_count`, kept by triggers). Other filters are
+counted by the index that serves them.
+
 A list's order is total: the sort key, then the id, both in the sort's direction; tasks without
 a due date come last in either direction. The page after a position is the rows strictly after
 it in that order, as a row comparison `(key, id) > (:after_key, :after_id)` (`<` descending),
@@ -19,10 +24,10 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import func, select
 
-from backend.models import TASKS
+from backend.models import TASKS, USERS
 from backend.schemas import TaskSort, TaskStatus, TaskView
 from backend.services.tags import having_tag
-from backend.services.task_statements import COLUMNS, owned, owned_trash
+from backend.services.task_statements import COLUMNS, OWNER, owned, owned_trash
 
 t = TASKS.c
 SORT_COLUMNS: dict[str, Any] = {
@@ -106,6 +111,17 @@ def _columns(sort: TaskSort) -> list[Any]:
     return columns
 
 
+def _kept_count(status: TaskStatus) -> Executable:
+    """The number of the owner's live tasks of a status, as the owner's row keeps it."""
+    u = USERS.c
+    counted = {
+        TaskStatus.all: u.task_count,
+        TaskStatus.pending: u.task_count - u.completed_count,
+        TaskStatus.completed: u.completed_count,
+    }[status]
+    return select(counted.label("total")).where(u.id == OWNER)
+
+
 @lru_cache(maxsize=SHAPES)
 def list_statements(
     status: TaskStatus,
@@ -119,7 +135,11 @@ def list_statements(
 ) -> tuple[Executable, Executable]:
     """The count and page statements for one shape of query."""
     where = _where(status, search, priority, due_before, due_after, view, tags)
-    count = select(func.count().label("total")).select_from(TASKS).where(where)
+    count: Executable
+    if search or priority or due_before or due_after or view is not None or tags:
+        count = select(func.count().label("total")).select_from(TASKS).where(where)
+    else:
+        count = _kept_count(status)
     page = (
         select(*_columns(sort))
         .where(where)

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
+from sqlalchemy.sql import Executable
 
 from backend.db import UnitOfWork, Work
 from backend.errors import InvalidCursor
@@ -193,13 +194,10 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def list_tasks(
-    unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date
-) -> TaskPage:
-    """A page of the list; `today` is what its view compares to."""
-    query = request.query
-    work = await unit.read()
-    shape = (
+def _shape(query: TaskListQuery) -> tuple[Any, ...]:
+    """What the list's statements depend on: which filters, which view, how many tags, the
+    sort (`task_lists.list_statements`)."""
+    return (
         query.status,
         query.q is not None,
         query.priority is not None,
@@ -209,7 +207,10 @@ async def list_tasks(
         len(query.tag),
         query.sort,
     )
-    count, page = list_statements(*shape)
+
+
+def _params(query: TaskListQuery, today: date) -> dict[str, Any]:
+    """The filters' values, as the shape's statements bind them."""
     params: dict[str, Any] = tags.filter_params(query.tag)
     if query.view is not None and query.view is not TaskView.no_date:
         params["today"] = today
@@ -218,6 +219,41 @@ async def list_tasks(
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
+    return params
+
+
+def explainable_statements(
+    query: TaskListQuery, owner_id: str, today: date
+) -> list[tuple[str, Executable, dict[str, Any]]]:
+    """The statements a page of the list runs first (its count, its rows), with their
+    parameters: for the benchmark's plans (`bench/scale.py`)."""
+    request = list_request(query)
+    shape = _shape(request.query)
+    params = {"owner_id": owner_id, **_params(request.query, today)}
+    count, page = list_statements(*shape)
+    wanted = request.limit + 1
+    if request.position is None:
+        rows = page, {**params, "limit": wanted, "offset": request.passed}
+    else:
+        field = request.query.sort.field
+        after = {"after_id": request.position.task_id, "limit": wanted, **params}
+        if request.position.key is None:
+            rows = after_statement(*shape, After.UNDATED_AFTER), after
+        else:
+            key = _bound(field, request.position.key)
+            rows = after_statement(*shape, After.KEYED), {**after, "after_key": key}
+    return [("count", count, params), ("page", *rows)]
+
+
+async def list_tasks(
+    unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date
+) -> TaskPage:
+    """A page of the list; `today` is what its view compares to."""
+    query = request.query
+    work = await unit.read()
+    shape = _shape(query)
+    count, page = list_statements(*shape)
+    params = _params(query, today)
     total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
     wanted = request.limit + 1  # one more than the page: whether another page follows
     rows: list[dict[str, Any]] = []
