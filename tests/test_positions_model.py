@@ -64,7 +64,12 @@ def test_the_order_by_position_is_always_the_model_s(make_settings: SettingsFact
     loop = BackgroundLoop()
     resources = AsyncExitStack()
     app = loop.run(
-        resources.enter_async_context(running_app(make_settings(position_max_length=BOUND)))
+        resources.enter_async_context(
+            running_app(
+                # Hundreds of writes a minute: the model's steps, not the write limit, decide.
+                make_settings(position_max_length=BOUND, task_write_rate_limit="1000000/minute")
+            )
+        )
     )
     client: httpx.AsyncClient = loop.run(resources.enter_async_context(client_for(app)))
 

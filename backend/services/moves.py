@@ -65,15 +65,17 @@ async def rebalance(work: Work, owner_id: str, revision: int) -> None:
     await work.run(statement, {"owner_id": owner_id, "revision": revision})
 
 
-async def first_position(work: Work, owner_id: str, revision: int, max_length: int) -> str:
-    """The key of a new task: before every live task of the owner (in the transaction that
-    took `revision`)."""
+async def first_position(
+    work: Work, owner_id: str, revision: int, max_length: int, first: str | None
+) -> str:
+    """The key of a new task: before every live task of the owner, the first of which is at
+    `first` (read in the transaction that took `revision`)."""
     for _ in range(2):
-        first = (await _rows(work, q.FIRST_POSITION, owner_id))[0]["position"]
         key = positions.key_between(None, first)
         if key is not None and len(key) <= max_length:
             return key
         await rebalance(work, owner_id, revision)
+        first = (await _rows(work, q.FIRST_POSITION, owner_id))[0]["position"]
     raise AssertionError("a rebalanced list always has room before its first task")
 
 

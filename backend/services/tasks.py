@@ -138,9 +138,9 @@ async def create_task(
                 raise TooManyTasks(
                     f"An account can hold at most {max_tasks} tasks; delete some first."
                 )
-            revision = counted[0]["revision"]
+            revision, first = counted[0]["revision"], counted[0]["first"]
             values["position"] = await moves.first_position(
-                work, owner_id, revision, max_position_length
+                work, owner_id, revision, max_position_length, first
             )
             await work.run(
                 q.INSERT, {"user_id": owner_id, "revision": revision, "deleted_at": None, **values}
