@@ -161,6 +161,17 @@ def measure(
     }
 
 
+def _expected_total(shape: str, user: SeedUser) -> int | None:
+    """The total a shape must answer, where the seed says it simply (the kept counts)."""
+    if shape in ("default", "offset_deep", "cursor_deep", "sort_title", "manual_order"):
+        return len(user.tasks)
+    if shape == "completed":
+        return user.completed_count
+    if shape == "pending_by_due":
+        return len(user.tasks) - user.completed_count
+    return None
+
+
 def _median(runs: list[dict[str, Any]], name: str) -> float:
     return float(statistics.median(run[name] for run in runs))
 
@@ -186,6 +197,12 @@ def run_shapes(
                 token = bench.tokens[user.id]
                 headers = {"Authorization": f"Bearer {token}"}
                 answer = orjson.loads(http_get(server.base_url + path, headers))
+                expected = _expected_total(shape.name, user)
+                if expected is not None and answer["total"] != expected:
+                    raise SystemExit(
+                        f"bench: {shape.name} of a user with {len(user.tasks)} tasks answers "
+                        f"total {answer['total']}, not {expected}"
+                    )
                 run = measure(wrk, server, bench, path, token, args)
                 runs[label].append({**run, "total": answer["total"]})
                 log(

@@ -5,9 +5,9 @@ password), so `POST /api/auth/login` does the full work for them. Tasks are inse
 straight into the database (COPY on PostgreSQL, executemany on SQLite), in the formats the
 service's column types store: priority as its rank 1..3, timestamps in UTC to the millisecond,
 and on SQLite task ids as 32 hex digits and timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff'.
-`users.task_count` and `completed_count` equal each user's numbers of tasks and of completed
-tasks, as the service keeps them; every task has
-version 1 and a revision, a user's tasks numbered 1, 2, ... in the order they last changed
+`users.task_count` equals each user's number of tasks, as the service keeps it (the database's
+triggers count the completed ones into `users.completed_count` as the tasks go in); every task
+has version 1 and a revision, a user's tasks numbered 1, 2, ... in the order they last changed
 (`updated_at`, then id), and `users.revision` is the last of them (as migration 0007 numbers
 existing tasks, and as the service would have stamped them); nothing is in the trash. A task has
 up to two tags (`TAGS`), in its `tags` column and in `task_tags`.
@@ -122,7 +122,8 @@ class SeedUser:
 
     @property
     def completed_count(self) -> int:
-        """Its completed tasks, as `users.completed_count` keeps them."""
+        """Its completed tasks: `users.completed_count`, which the database's triggers count as
+        the tasks go in (the seed leaves it at 0)."""
         return sum(task.completed for task in self.tasks)
 
     @property
@@ -270,8 +271,8 @@ def public_key_pem(private_key_pem: str) -> str:
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _USER_COLUMNS = [
-    "id", "provider", "email", "name", "password_hash", "task_count", "completed_count",
-    "revision", "created_at", "updated_at",
+    "id", "provider", "email", "name", "password_hash", "task_count", "revision", "created_at",
+    "updated_at",
 ]  # fmt: skip
 _TASK_COLUMNS = [
     "id", "user_id", "title", "description", "title_folded", "description_folded", "completed",
@@ -288,8 +289,8 @@ def _folded(task: SeedTask) -> tuple[str, str | None]:
 
 def _user_record(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
-        user.completed_count, user.revision, user.created_at, user.created_at,
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
+        user.created_at, user.created_at,
     )  # fmt: skip
 
 
@@ -348,8 +349,8 @@ def _sqlite_timestamp(moment: datetime | None) -> str | None:
 def _sqlite_user_row(user: SeedUser, password_hash: str) -> tuple[Any, ...]:
     created_at = _sqlite_timestamp(user.created_at)
     return (
-        user.id, "local", user.email, user.name, password_hash, len(user.tasks),
-        user.completed_count, user.revision, created_at, created_at,
+        user.id, "local", user.email, user.name, password_hash, len(user.tasks), user.revision,
+        created_at, created_at,
     )  # fmt: skip
 
 
