@@ -20,7 +20,6 @@ not once per database.
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -41,9 +40,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import IN_CI, TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.live import free_port, live_server
+from tests.programs import require_program, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "nextjs"
@@ -54,13 +54,6 @@ LIVE_MS = 2_000  # a change shows in the other context within this
 NPM_TIMEOUT_SECONDS = 600
 BUILD_TIMEOUT_SECONDS = 600
 START_TIMEOUT_SECONDS = 60
-
-
-def _require(what: str, available: bool) -> None:
-    if not available:
-        if IN_CI:
-            pytest.fail(f"{what} is missing, and CI=true requires the Next.js example test")
-        pytest.skip(f"{what} is missing")
 
 
 def _installed_as_locked() -> bool:
@@ -93,7 +86,8 @@ def _run(command: list[str], timeout: int) -> None:
 def built_example() -> Path:
     """examples/nextjs, installed as locked and built for production."""
     require_chromium()
-    _require("Node.js and npm", all(shutil.which(tool) for tool in ("node", "npm")))
+    require_program("node")
+    require_program("npm")
     if not _installed_as_locked():
         _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], NPM_TIMEOUT_SECONDS)
     _run(["npm", "run", "build"], BUILD_TIMEOUT_SECONDS)
@@ -125,25 +119,20 @@ def next_start(workdir: Path, port: int, api_url: str) -> Iterator[str]:
         process = subprocess.Popen(
             command, cwd=EXAMPLE, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
+
+    def ready() -> bool | None:
+        if process.poll() is not None:
+            pytest.fail(f"next start ended:\n{log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            return httpx.get(f"{app_url}/api/auth/jwks", timeout=2).status_code == 200 or None
+        except httpx.TransportError:
+            return None
+
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{app_url}/api/auth/jwks", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"next start did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until("next start answering", ready, seconds=START_TIMEOUT_SECONDS)
         yield app_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         print(log_path.read_text(errors="replace")[-2000:])
 
 
