@@ -106,6 +106,7 @@ export function uuid(): string {
 export function createApi(baseUrl: string, userId: string, token: (force?: boolean) => Promise<string>) {
   const api = createClient<paths>({ baseUrl });
   const user = { user_id: userId };
+  const onTask = (taskId: string) => ({ path: { ...user, task_id: taskId } });
 
   /**
    * Sends a request with the bearer token (and the write's headers); once more with a new token
@@ -165,11 +166,7 @@ export function createApi(baseUrl: string, userId: string, token: (force?: boole
     patchTask: (task: Task, patch: TaskPatch) =>
       send(
         (headers) =>
-          api.PATCH("/api/{user_id}/tasks/{task_id}", {
-            params: { path: { ...user, task_id: task.id } },
-            body: patch,
-            headers,
-          }),
+          api.PATCH("/api/{user_id}/tasks/{task_id}", { params: onTask(task.id), body: patch, headers }),
         conditional(task.version),
       ),
 
@@ -177,7 +174,7 @@ export function createApi(baseUrl: string, userId: string, token: (force?: boole
       send(
         (headers) =>
           api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {
-            params: { path: { ...user, task_id: task.id } },
+            params: onTask(task.id),
             body: { completed },
             headers,
           }),
@@ -187,32 +184,20 @@ export function createApi(baseUrl: string, userId: string, token: (force?: boole
     moveTask: (task: Task, where: Move) =>
       send(
         (headers) =>
-          api.POST("/api/{user_id}/tasks/{task_id}/move", {
-            params: { path: { ...user, task_id: task.id } },
-            body: where,
-            headers,
-          }),
+          api.POST("/api/{user_id}/tasks/{task_id}/move", { params: onTask(task.id), body: where, headers }),
         conditional(task.version),
       ),
 
     /** Moves the task to the trash (DELETE is idempotent: no key needed, If-Match still is). */
     deleteTask: (task: Task) =>
       send(
-        (headers) =>
-          api.DELETE("/api/{user_id}/tasks/{task_id}", {
-            params: { path: { ...user, task_id: task.id } },
-            headers,
-          }),
+        (headers) => api.DELETE("/api/{user_id}/tasks/{task_id}", { params: onTask(task.id), headers }),
         { "If-Match": `"${task.version}"` },
       ),
 
     restoreTask: (taskId: string) =>
       send(
-        (headers) =>
-          api.POST("/api/{user_id}/trash/{task_id}/restore", {
-            params: { path: { ...user, task_id: taskId } },
-            headers,
-          }),
+        (headers) => api.POST("/api/{user_id}/trash/{task_id}/restore", { params: onTask(taskId), headers }),
         keyed(),
       ),
 
