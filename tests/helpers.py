@@ -8,15 +8,39 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backend.auth.keys import ed25519_thumbprint
-from tests.conftest import TEST_SIGNING_KEY, SignedUp
+from tests.conftest import IN_CI, TEST_SIGNING_KEY, SignedUp
+
+# Debian's Chromium, which the browser tests drive (Playwright downloads no browser here), and what
+# it needs to run headless in a container and to stay off the network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def require_chromium() -> None:
+    """Skips the test without Chromium, except under CI=true, where it fails."""
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium), and CI=true")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:

@@ -16,31 +16,17 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from tests.conftest import IN_CI, TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.live import LiveServer, live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "test-output" / "browser" / "swagger-list-tasks.png"
-CHROMIUM = Path("/usr/bin/chromium")
-# What this machine's Chromium needs to run headless in a container, and to stay off the network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium), and CI=true")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     with live_server(tmp_path) as server:
         yield server
 
