@@ -18,11 +18,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from backend.migrations import alembic_config, upgrade_to_head
+from backend.migrations import alembic_config, compared, upgrade_to_head
+from backend.models import ONLY_ON
 
 
 def _schema_report(connection: Connection) -> dict[str, Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, **compared(connection.dialect.name)}
+    )
     with warnings.catch_warnings():
         # SQLite cannot reflect expression indexes; they are checked by name below instead.
         warnings.filterwarnings("ignore", "autogenerate skipping")
@@ -33,6 +36,7 @@ def _schema_report(connection: Connection) -> dict[str, Any]:
     else:
         query = "SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'"
     return {
+        "dialect": connection.dialect.name,
         "revision": context.get_current_revision(),
         "diffs": diffs,
         "task_indexes": set(connection.exec_driver_sql(query).scalars()),
@@ -54,7 +58,11 @@ def test_fresh_database_upgrades_to_head_and_matches_the_models(fresh_database_u
     head = ScriptDirectory.from_config(alembic_config(fresh_database_url)).get_current_head()
     assert report["revision"] == head
     assert report["diffs"] == []
-    model_indexes = {index.name for index in SQLModel.metadata.tables["tasks"].indexes}
+    model_indexes = {
+        index.name
+        for index in SQLModel.metadata.tables["tasks"].indexes
+        if index.info.get(ONLY_ON, report["dialect"]) == report["dialect"]
+    }
     assert model_indexes <= report["task_indexes"]
 
 
