@@ -129,7 +129,7 @@ async def test_tag_lists_and_tag_counts_read_task_tags_by_its_index(
 
     for tag, total in (("rare", 100), ("topic 7", 200)):
         count, page = list_statements(
-            TaskStatus.all, False, False, False, False, None, 1, TaskSort.created_at_desc
+            TaskStatus.all, None, False, False, False, None, 1, TaskSort.created_at_desc
         )
         params = {"owner_id": user.id, "tag_0": tag, "limit": 21, "offset": 0}
         for statement in (count, page):

@@ -33,6 +33,7 @@ from backend.services.task_lists import (
     After,
     after_statement,
     list_statements,
+    text_search,
 )
 
 TASKS_KIND = "tasks"
@@ -188,20 +189,16 @@ async def _rows(work: Work, statement: Any, owner_id: str, **params: Any) -> lis
     return await work.rows(statement, {"owner_id": owner_id, **params})
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 async def list_tasks(
     unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date
 ) -> TaskPage:
     """A page of the list; `today` is what its view compares to."""
     query = request.query
     work = await unit.read()
+    search, search_params = (None, {}) if query.q is None else text_search(query.q, work.dialect)
     shape = (
         query.status,
-        query.q is not None,
+        search,
         query.priority is not None,
         query.due_before is not None,
         query.due_after is not None,
@@ -210,11 +207,9 @@ async def list_tasks(
         query.sort,
     )
     count, page = list_statements(*shape)
-    params: dict[str, Any] = tags.filter_params(query.tag)
+    params: dict[str, Any] = {**tags.filter_params(query.tag), **search_params}
     if query.view is not None and query.view is not TaskView.no_date:
         params["today"] = today
-    if query.q is not None:
-        params["pattern"] = _like_pattern(query.q.casefold())
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
