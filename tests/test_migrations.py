@@ -20,6 +20,8 @@ from sqlmodel import SQLModel
 
 from backend.migrations import alembic_config, compared, upgrade_to_head
 from backend.models import ONLY_ON
+from backend.schemas import TaskSort, TaskStatus
+from backend.services.task_lists import list_statements, text_search
 
 
 def _schema_report(connection: Connection) -> dict[str, Any]:
@@ -310,3 +312,84 @@ async def _positions(url: str) -> list[tuple[str, str, str, str]]:
             return [(row[0], row[1], row[2], row[3]) for row in result]
     finally:
         await engine.dispose()
+
+
+_TASKS_0010 = sa.table(
+    "tasks",
+    *(sa.column(column.name, column.type) for column in _TASKS_0008.columns),
+    sa.column("description_folded", sa.String()),
+    sa.column("position", sa.String()),
+    sa.column("deleted_at", sa.DateTime(timezone=True)),
+)
+_STORED_0010 = [
+    ("u1", "Call the PLUMBER", None, None),
+    ("u1", "Sink", "a plumber, tomorrow", None),
+    ("u1", "Straße", "nothing", None),
+    ("u1", "plumber, trashed", None, datetime(2026, 12, 1, tzinfo=UTC)),
+    ("u2", "plumber of another", None, None),
+]
+
+
+async def _store_tasks_of_0010(url: str) -> None:
+    now = datetime.now(UTC)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                sa.insert(_USERS_0002),
+                [
+                    {"id": owner, "provider": "local", "email": f"{owner}@example.com",
+                     "task_count": 3, "created_at": now, "updated_at": now}
+                    for owner in ("u1", "u2")
+                ],
+            )  # fmt: skip
+            await connection.execute(
+                sa.insert(_TASKS_0010),
+                [
+                    {"id": uuid.uuid4(), "user_id": owner, "title": title, "description": text,
+                     "title_folded": title.casefold(),
+                     "description_folded": text and text.casefold(),
+                     "completed": False, "priority": 2, "created_at": now, "updated_at": now,
+                     "position": f"a{n}", "deleted_at": deleted}
+                    for n, (owner, title, text, deleted) in enumerate(_STORED_0010)
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _found(url: str, q: str) -> int:
+    """How many of u1's live tasks the list's search finds for `q`."""
+    engine = create_async_engine(url)
+    try:
+        search, params = text_search(q, engine.dialect.name)
+        count, _ = list_statements(
+            TaskStatus.all, search, False, False, False, None, 0, TaskSort.created_at_desc
+        )
+        async with engine.connect() as connection:
+            result = await connection.execute(count, {"owner_id": "u1", **params})
+            total: int = result.scalar_one()
+            return total
+    finally:
+        await engine.dispose()
+
+
+def test_tasks_stored_before_0011_are_found_through_the_search_index(
+    fresh_database_url: str,
+) -> None:
+    """From 0010 with tasks: the index is filled (on SQLite, search reads nothing else for a
+    query of three characters or more), and downgrading and upgrading again keeps it so."""
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0010_organizing")
+    asyncio.run(_store_tasks_of_0010(fresh_database_url))
+    command.upgrade(config, "head")
+    searches = {"plumber": 2, "PLUMB": 2, "pl": 2, "strasse": 1, "ss": 1, "trashed": 0}
+    assert {q: asyncio.run(_found(fresh_database_url, q)) for q in searches} == searches
+    assert asyncio.run(_inspect(fresh_database_url))["diffs"] == []
+
+    command.downgrade(config, "0010_organizing")
+    indexes = asyncio.run(_inspect(fresh_database_url))["task_indexes"]
+    assert not {"ix_tasks_user_title_trgm", "ix_tasks_user_description_trgm"} & indexes
+    assert "tasks_search" not in asyncio.run(_inspect_tables(fresh_database_url))
+    command.upgrade(config, "head")
+    assert {q: asyncio.run(_found(fresh_database_url, q)) for q in searches} == searches
