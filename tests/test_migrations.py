@@ -274,7 +274,10 @@ _TASKS_0008 = sa.table(
 )
 
 
-async def _store_tasks_of_0008(url: str) -> None:
+async def _store_tasks_of_two_users(
+    url: str, tasks: sa.TableClause, rows: list[dict[str, Any]]
+) -> None:
+    """Users u1 and u2, as every revision since 0002 holds them, and these tasks of theirs."""
     now = datetime.now(UTC)
     engine = create_async_engine(url)
     try:
@@ -287,19 +290,25 @@ async def _store_tasks_of_0008(url: str) -> None:
                     for owner in ("u1", "u2")
                 ],
             )  # fmt: skip
-            await connection.execute(
-                sa.insert(_TASKS_0008),
-                [
-                    {"id": uuid.uuid4(), "user_id": owner, "title": f"{owner} task {n}",
-                     "title_folded": f"{owner} task {n}", "description": None,
-                     "completed": False, "priority": 2,
-                     "created_at": now + timedelta(seconds=n), "updated_at": now}
-                    for owner in ("u1", "u2")
-                    for n in range(3)
-                ],
-            )  # fmt: skip
+            await connection.execute(sa.insert(tasks), rows)
     finally:
         await engine.dispose()
+
+
+async def _store_tasks_of_0008(url: str) -> None:
+    now = datetime.now(UTC)
+    await _store_tasks_of_two_users(
+        url,
+        _TASKS_0008,
+        [
+            {"id": uuid.uuid4(), "user_id": owner, "title": f"{owner} task {n}",
+             "title_folded": f"{owner} task {n}", "description": None,
+             "completed": False, "priority": 2,
+             "created_at": now + timedelta(seconds=n), "updated_at": now}
+            for owner in ("u1", "u2")
+            for n in range(3)
+        ],
+    )  # fmt: skip
 
 
 async def _positions(url: str) -> list[tuple[str, str, str, str]]:
@@ -332,30 +341,17 @@ _STORED_0010 = [
 
 async def _store_tasks_of_0010(url: str) -> None:
     now = datetime.now(UTC)
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                sa.insert(_USERS_0002),
-                [
-                    {"id": owner, "provider": "local", "email": f"{owner}@example.com",
-                     "task_count": 3, "created_at": now, "updated_at": now}
-                    for owner in ("u1", "u2")
-                ],
-            )  # fmt: skip
-            await connection.execute(
-                sa.insert(_TASKS_0010),
-                [
-                    {"id": uuid.uuid4(), "user_id": owner, "title": title, "description": text,
-                     "title_folded": title.casefold(),
-                     "description_folded": text and text.casefold(),
-                     "completed": False, "priority": 2, "created_at": now, "updated_at": now,
-                     "position": f"a{n}", "deleted_at": deleted}
-                    for n, (owner, title, text, deleted) in enumerate(_STORED_0010)
-                ],
-            )  # fmt: skip
-    finally:
-        await engine.dispose()
+    await _store_tasks_of_two_users(
+        url,
+        _TASKS_0010,
+        [
+            {"id": uuid.uuid4(), "user_id": owner, "title": title, "description": text,
+             "title_folded": title.casefold(), "description_folded": text and text.casefold(),
+             "completed": False, "priority": 2, "created_at": now, "updated_at": now,
+             "position": f"a{n}", "deleted_at": deleted}
+            for n, (owner, title, text, deleted) in enumerate(_STORED_0010)
+        ],
+    )  # fmt: skip
 
 
 async def _found(url: str, q: str) -> int:
