@@ -61,7 +61,7 @@ class Search(StrEnum):
     """How a list matches `q`: the same tasks either way."""
 
     LIKE = "like"  # LIKE on the folded texts (on PostgreSQL, through their trigram indexes)
-    TRIGRAMS = "trigrams"  # SQLite: the owner's tasks among those `tasks_search` finds
+    FTS = "fts"  # SQLite: the owner's tasks among those `tasks_search` finds
 
 
 _GLOB_SPECIAL = "*?["
@@ -82,7 +82,7 @@ def text_search(q: str, dialect: str) -> tuple[Search, dict[str, str]]:
     folded = q.casefold()
     if dialect == "sqlite" and _trigrams_find(folded):
         escaped = "".join(f"[{char}]" if char in _GLOB_SPECIAL else char for char in folded)
-        return Search.TRIGRAMS, {"glob": f"*{escaped}*"}
+        return Search.FTS, {"glob": f"*{escaped}*"}
     escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return Search.LIKE, {"pattern": f"%{escaped}%"}
 
