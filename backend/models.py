@@ -158,6 +158,26 @@ def _live_index(name: str, *columns: Any) -> sa.Index:
     return sa.Index(name, *columns, sqlite_where=LIVE, postgresql_where=LIVE)
 
 
+# `Index.info` key: the one dialect an index exists on (the migrations compare the rest).
+ONLY_ON = "only_on"
+
+
+def _search_index(name: str, column: str) -> sa.Index:
+    """PostgreSQL: a trigram GIN index of a folded text led by the owner (pg_trgm for the text,
+    btree_gin for the owner), of the live tasks, which serves `LIKE '%text%'`. SQLite searches
+    through `tasks_search` instead (below)."""
+    index = sa.Index(
+        name,
+        "user_id",
+        column,
+        postgresql_using="gin",
+        postgresql_ops={column: "gin_trgm_ops"},
+        postgresql_where=LIVE,
+        info={ONLY_ON: "postgresql"},
+    )
+    return index.ddl_if(dialect="postgresql")
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
@@ -170,6 +190,8 @@ class Task(SQLModel, table=True):
         _live_index("ix_tasks_user_title", "user_id", sa.text("lower(title)"), "id"),
         _live_index("ix_tasks_user_completed_created", "user_id", "completed", "created_at", "id"),
         _live_index("ix_tasks_user_position", "user_id", "position", "id"),
+        _search_index("ix_tasks_user_title_trgm", "title_folded"),
+        _search_index("ix_tasks_user_description_trgm", "description_folded"),
         # The changes feed: a user's tasks (the trash too) in the order they last changed.
         sa.Index("ix_tasks_user_revision", "user_id", "revision", "id"),
         # The trash, latest deletion first; and its purge by age, across users.
@@ -371,3 +393,26 @@ DELETED_SUBJECTS: sa.Table = DeletedSubject.__table__  # type: ignore[attr-defin
 IDEMPOTENCY_KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
 EVENT_STREAMS: sa.Table = EventStream.__table__  # type: ignore[attr-defined]
 TASK_TAGS: sa.Table = TaskTag.__table__  # type: ignore[attr-defined]
+
+# SQLite's search index: an FTS5 table with the trigram tokenizer over the folded texts of
+# `tasks`, created by the migrations (a virtual table is no part of the metadata, which only
+# describes it for statements). Case-sensitive trigrams, queried with GLOB: the texts are already
+# folded, so a GLOB for `*text*` is exactly the substring match LIKE does (and PostgreSQL does).
+#
+# External content (`content='tasks'`, keyed by the task's rowid): the index holds trigrams
+# only, never a third copy of the text, and GLOB checks each candidate against the row of
+# `tasks` itself. It indexes every task, the trash too (lists keep only the owner's live tasks
+# anyway): that is exactly what FTS5's `rebuild` makes of `tasks`, so its `integrity-check`
+# can prove the triggers kept it in step, and `rebuild` can mend it. Triggers keep it: on insert,
+# on delete (a purge, or an account's cascade), on a change of the folded texts.
+# Whatever gives the tasks new rowids (a migration that copies the table, which also drops its
+# triggers) must create the triggers again and `rebuild`.
+TASKS_SEARCH = sa.Table(
+    "tasks_search",
+    sa.MetaData(),
+    sa.Column("rowid", sa.Integer, primary_key=True),
+    sa.Column("title_folded", sa.Text),
+    sa.Column("description_folded", sa.Text),
+)
+# The rowid of a task (SQLite), which `tasks_search` is keyed by.
+TASK_ROWID: sa.ColumnClause[int] = sa.column("rowid", sa.Integer, _selectable=TASKS)

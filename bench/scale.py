@@ -250,7 +250,9 @@ async def _explain(dsn: str, user: SeedUser, args: argparse.Namespace) -> dict[s
                     params["cursor"] = user.list_cursor()
                 query = TaskListQuery.model_validate(params)
                 lines: list[str] = []
-                for label, statement, bound in explainable_statements(query, user.id, today):
+                for label, statement, bound in explainable_statements(
+                    query, user.id, today, "postgresql"
+                ):
                     assert isinstance(statement, ClauseElement)
                     compiled: Any = statement.compile(
                         dialect=connection.dialect, compile_kwargs={"render_postcompile": True}

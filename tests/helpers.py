@@ -16,6 +16,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.auth.keys import ed25519_thumbprint
 from tests.conftest import IN_CI, TEST_SIGNING_KEY, SignedUp
@@ -226,3 +228,35 @@ async def open_events(
     ) as response:
         assert response.status_code == 200, await response.aread()
         yield EventReader(response)
+
+
+# --- query plans ----------------------------------------------------------------------------
+
+
+def engine_of(app: FastAPI) -> AsyncEngine:
+    engine: AsyncEngine = app.state.runtime.db.engine
+    return engine
+
+
+async def vacuum(engine: AsyncEngine) -> None:
+    """What autovacuum does to tables this size, at once: statistics, and the visibility map
+    (which lets PostgreSQL answer from an index alone)."""
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        if connection.dialect.name == "postgresql":
+            await autocommit.exec_driver_sql("VACUUM ANALYZE tasks, task_tags")
+        else:
+            await autocommit.exec_driver_sql("ANALYZE")
+
+
+async def plan(engine: AsyncEngine, statement: Any, params: dict[str, Any]) -> str:
+    """The plan the database chooses for `statement` with these parameters, as text."""
+    async with engine.connect() as connection:
+        compiled = statement.compile(dialect=connection.dialect)
+        values = compiled.construct_params(params)
+        arguments = tuple(values[name] for name in compiled.positiontup)
+        sqlite = connection.dialect.name == "sqlite"
+        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        result = await connection.exec_driver_sql(prefix + compiled.string, arguments)
+        rows = result.all()
+    return "\n".join(str(row[-1]) for row in rows)

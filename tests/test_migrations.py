@@ -18,11 +18,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from backend.migrations import alembic_config, upgrade_to_head
+from backend.migrations import alembic_config, compared, upgrade_to_head
+from backend.models import ONLY_ON
+from backend.schemas import TaskSort, TaskStatus
+from backend.services.task_lists import list_statements, text_search
 
 
 def _schema_report(connection: Connection) -> dict[str, Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, **compared(connection.dialect.name)}
+    )
     with warnings.catch_warnings():
         # SQLite cannot reflect expression indexes; they are checked by name below instead.
         warnings.filterwarnings("ignore", "autogenerate skipping")
@@ -33,6 +38,7 @@ def _schema_report(connection: Connection) -> dict[str, Any]:
     else:
         query = "SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'"
     return {
+        "dialect": connection.dialect.name,
         "revision": context.get_current_revision(),
         "diffs": diffs,
         "task_indexes": set(connection.exec_driver_sql(query).scalars()),
@@ -54,7 +60,11 @@ def test_fresh_database_upgrades_to_head_and_matches_the_models(fresh_database_u
     head = ScriptDirectory.from_config(alembic_config(fresh_database_url)).get_current_head()
     assert report["revision"] == head
     assert report["diffs"] == []
-    model_indexes = {index.name for index in SQLModel.metadata.tables["tasks"].indexes}
+    model_indexes = {
+        index.name
+        for index in SQLModel.metadata.tables["tasks"].indexes
+        if index.info.get(ONLY_ON, report["dialect"]) == report["dialect"]
+    }
     assert model_indexes <= report["task_indexes"]
 
 
@@ -264,7 +274,10 @@ _TASKS_0008 = sa.table(
 )
 
 
-async def _store_tasks_of_0008(url: str) -> None:
+async def _store_tasks_of_two_users(
+    url: str, tasks: sa.TableClause, rows: list[dict[str, Any]]
+) -> None:
+    """Users u1 and u2, as every revision since 0002 holds them, and these tasks of theirs."""
     now = datetime.now(UTC)
     engine = create_async_engine(url)
     try:
@@ -277,19 +290,25 @@ async def _store_tasks_of_0008(url: str) -> None:
                     for owner in ("u1", "u2")
                 ],
             )  # fmt: skip
-            await connection.execute(
-                sa.insert(_TASKS_0008),
-                [
-                    {"id": uuid.uuid4(), "user_id": owner, "title": f"{owner} task {n}",
-                     "title_folded": f"{owner} task {n}", "description": None,
-                     "completed": False, "priority": 2,
-                     "created_at": now + timedelta(seconds=n), "updated_at": now}
-                    for owner in ("u1", "u2")
-                    for n in range(3)
-                ],
-            )  # fmt: skip
+            await connection.execute(sa.insert(tasks), rows)
     finally:
         await engine.dispose()
+
+
+async def _store_tasks_of_0008(url: str) -> None:
+    now = datetime.now(UTC)
+    await _store_tasks_of_two_users(
+        url,
+        _TASKS_0008,
+        [
+            {"id": uuid.uuid4(), "user_id": owner, "title": f"{owner} task {n}",
+             "title_folded": f"{owner} task {n}", "description": None,
+             "completed": False, "priority": 2,
+             "created_at": now + timedelta(seconds=n), "updated_at": now}
+            for owner in ("u1", "u2")
+            for n in range(3)
+        ],
+    )  # fmt: skip
 
 
 async def _positions(url: str) -> list[tuple[str, str, str, str]]:
@@ -311,7 +330,7 @@ def test_upgrading_to_completed_counts_counts_live_completed_tasks(
     `completed_count` is its live completed tasks; the triggers then keep it."""
     config = alembic_config(fresh_database_url)
     command.upgrade(config, "0010_organizing")
-    asyncio.run(_store_tasks_of_0010(fresh_database_url))
+    asyncio.run(_store_completed_tasks_of_0010(fresh_database_url))
     command.upgrade(config, "0011_completed_count")
     assert asyncio.run(_completed_counts(fresh_database_url)) == {"u1": 2, "u2": 0}
     asyncio.run(_run(fresh_database_url, "UPDATE tasks SET completed = NOT completed"))
@@ -326,39 +345,88 @@ def test_upgrading_to_completed_counts_counts_live_completed_tasks(
 _TASKS_0010 = sa.table(
     "tasks",
     *(sa.column(column.name, column.type) for column in _TASKS_0008.columns),
+    sa.column("description_folded", sa.String()),
     sa.column("position", sa.String()),
     sa.column("deleted_at", sa.DateTime(timezone=True)),
 )
+_STORED_0010 = [
+    ("u1", "Call the PLUMBER", None, None),
+    ("u1", "Sink", "a plumber, tomorrow", None),
+    ("u1", "Straße", "nothing", None),
+    ("u1", "plumber, trashed", None, datetime(2026, 12, 1, tzinfo=UTC)),
+    ("u2", "plumber of another", None, None),
+]
 
 
 async def _store_tasks_of_0010(url: str) -> None:
     now = datetime.now(UTC)
-    # u1: two live completed, one live pending, one completed in the trash; u2: one pending.
-    tasks = [("u1", True, None), ("u1", True, None), ("u1", False, None), ("u1", True, now)]
-    tasks.append(("u2", False, None))
+    await _store_tasks_of_two_users(
+        url,
+        _TASKS_0010,
+        [
+            {"id": uuid.uuid4(), "user_id": owner, "title": title, "description": text,
+             "title_folded": title.casefold(), "description_folded": text and text.casefold(),
+             "completed": False, "priority": 2, "created_at": now, "updated_at": now,
+             "position": f"a{n}", "deleted_at": deleted}
+            for n, (owner, title, text, deleted) in enumerate(_STORED_0010)
+        ],
+    )  # fmt: skip
+
+
+async def _found(url: str, q: str) -> int:
+    """How many of u1's live tasks the list's search finds for `q`."""
     engine = create_async_engine(url)
     try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                sa.insert(_USERS_0002),
-                [
-                    {"id": owner, "provider": "local", "email": f"{owner}@example.com",
-                     "task_count": count, "created_at": now, "updated_at": now}
-                    for owner, count in (("u1", 3), ("u2", 1))
-                ],
-            )  # fmt: skip
-            await connection.execute(
-                sa.insert(_TASKS_0010),
-                [
-                    {"id": uuid.uuid4(), "user_id": owner, "title": "t", "title_folded": "t",
-                     "description": None, "completed": completed, "priority": 2,
-                     "created_at": now, "updated_at": now, "position": f"d000{n}",
-                     "deleted_at": deleted_at}
-                    for n, (owner, completed, deleted_at) in enumerate(tasks)
-                ],
-            )  # fmt: skip
+        search, params = text_search(q, engine.dialect.name)
+        count, _ = list_statements(
+            TaskStatus.all, search, False, False, False, None, 0, TaskSort.created_at_desc
+        )
+        async with engine.connect() as connection:
+            result = await connection.execute(count, {"owner_id": "u1", **params})
+            total: int = result.scalar_one()
+            return total
     finally:
         await engine.dispose()
+
+
+def test_tasks_stored_before_0012_are_found_through_the_search_index(
+    fresh_database_url: str,
+) -> None:
+    """From 0010 with tasks: the index is filled (on SQLite, search reads nothing else for a
+    query of three characters or more), and downgrading and upgrading again keeps it so."""
+    config = alembic_config(fresh_database_url)
+    command.upgrade(config, "0010_organizing")
+    asyncio.run(_store_tasks_of_0010(fresh_database_url))
+    command.upgrade(config, "head")
+    searches = {"plumber": 2, "PLUMB": 2, "pl": 2, "strasse": 1, "ss": 1, "trashed": 0}
+    assert {q: asyncio.run(_found(fresh_database_url, q)) for q in searches} == searches
+    assert asyncio.run(_inspect(fresh_database_url))["diffs"] == []
+
+    command.downgrade(config, "0010_organizing")
+    indexes = asyncio.run(_inspect(fresh_database_url))["task_indexes"]
+    assert not {"ix_tasks_user_title_trgm", "ix_tasks_user_description_trgm"} & indexes
+    assert "tasks_search" not in asyncio.run(_inspect_tables(fresh_database_url))
+    command.upgrade(config, "head")
+    assert {q: asyncio.run(_found(fresh_database_url, q)) for q in searches} == searches
+
+
+async def _store_completed_tasks_of_0010(url: str) -> None:
+    """u1: two live completed tasks, one live pending, one completed in the trash; u2: one
+    pending."""
+    now = datetime.now(UTC)
+    tasks = [("u1", True, None), ("u1", True, None), ("u1", False, None), ("u1", True, now)]
+    tasks.append(("u2", False, None))
+    await _store_tasks_of_two_users(
+        url,
+        _TASKS_0010,
+        [
+            {"id": uuid.uuid4(), "user_id": owner, "title": "t", "title_folded": "t",
+             "description": None, "description_folded": None, "completed": completed,
+             "priority": 2, "created_at": now, "updated_at": now, "position": f"d000{n}",
+             "deleted_at": deleted_at}
+            for n, (owner, completed, deleted_at) in enumerate(tasks)
+        ],
+    )  # fmt: skip
 
 
 async def _run(url: str, statement: str) -> None:

@@ -18,15 +18,11 @@ from backend.services.positions import rebalanced_key
 from backend.services.tags import COUNTS
 from backend.services.task_lists import list_statements
 from tests.conftest import SignedUp, sign_up
+from tests.helpers import engine_of, plan, vacuum
 
 COUNT = 10_000
 # Every task has "common" and one of 50 others; one task in a hundred has "rare".
 TAGS = [f"topic {n}" for n in range(50)]
-
-
-def engine_of(app: FastAPI) -> AsyncEngine:
-    engine: AsyncEngine = app.state.runtime.db.engine
-    return engine
 
 
 async def seed(engine: AsyncEngine, owner_id: str) -> None:
@@ -60,30 +56,6 @@ async def seed(engine: AsyncEngine, owner_id: str) -> None:
         for offset in range(0, len(tags), 5000):
             await connection.execute(sa.insert(TASK_TAGS), tags[offset : offset + 5000])
     await vacuum(engine)
-
-
-async def vacuum(engine: AsyncEngine) -> None:
-    """What autovacuum does to tables this size, at once: statistics, and the visibility map
-    (which lets PostgreSQL answer from an index alone)."""
-    async with engine.connect() as connection:
-        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        if connection.dialect.name == "postgresql":
-            await autocommit.exec_driver_sql("VACUUM ANALYZE tasks, task_tags")
-        else:
-            await autocommit.exec_driver_sql("ANALYZE")
-
-
-async def plan(engine: AsyncEngine, statement: Any, params: dict[str, Any]) -> str:
-    """The plan the database chooses for `statement` with these parameters, as text."""
-    async with engine.connect() as connection:
-        compiled = statement.compile(dialect=connection.dialect)
-        values = compiled.construct_params(params)
-        arguments = tuple(values[name] for name in compiled.positiontup)
-        sqlite = connection.dialect.name == "sqlite"
-        prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        result = await connection.exec_driver_sql(prefix + compiled.string, arguments)
-        rows = result.all()
-    return "\n".join(str(row[-1]) for row in rows)
 
 
 def assert_reads_task_tags_by_index(text: str, dialect: str) -> None:
@@ -129,7 +101,7 @@ async def test_tag_lists_and_tag_counts_read_task_tags_by_its_index(
 
     for tag, total in (("rare", 100), ("topic 7", 200)):
         count, page = list_statements(
-            TaskStatus.all, False, False, False, False, None, 1, TaskSort.created_at_desc
+            TaskStatus.all, None, False, False, False, None, 1, TaskSort.created_at_desc
         )
         params = {"owner_id": user.id, "tag_0": tag, "limit": 21, "offset": 0}
         for statement in (count, page):

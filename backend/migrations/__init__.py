@@ -4,7 +4,9 @@
 the environment is `env.py`, the revisions are in `versions/`.
 """
 
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -13,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from backend.database_url import normalize_database_url
+from backend.models import ONLY_ON, TASKS_SEARCH
 
 VERSION_TABLE = "alembic_version"
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
@@ -49,3 +52,27 @@ def is_at_head(connection: Connection) -> bool:
     version = sa.column("version_num", sa.String)
     revisions = connection.execute(sa.select(version).select_from(sa.table(VERSION_TABLE)))
     return list(revisions.scalars()) == [head_revision()]
+
+
+# An external-content FTS5 table and its shadow tables (FTS5's own names).
+_SEARCH_TABLES = frozenset(
+    [TASKS_SEARCH.name]
+    + [f"{TASKS_SEARCH.name}_{shadow}" for shadow in ("data", "idx", "docsize", "config")]
+)
+
+
+def compared(dialect: str) -> dict[str, Any]:
+    """What comparing the models with a database of `dialect` leaves out (Alembic's
+    `include_name` and `include_object`): SQLite's search table and the tables FTS5 keeps it in,
+    which the metadata cannot describe, and the indexes of other dialects."""
+
+    def include_name(name: str | None, type_: str, _parents: Mapping[str, str | None]) -> bool:
+        return not (type_ == "table" and name in _SEARCH_TABLES)
+
+    def include_object(item: Any, _name: str | None, type_: str, reflected: bool, _to: Any) -> bool:
+        if type_ != "index" or reflected:
+            return True
+        only_on: str = item.info.get(ONLY_ON, dialect)
+        return only_on == dialect
+
+    return {"include_name": include_name, "include_object": include_object}

@@ -14,6 +14,7 @@ from backend import models
 from backend.database_url import PostgresTarget
 from backend.db.engine import POOLER_SAFE_ARGS
 from backend.db.errors import wrap_driver_os_errors
+from backend.migrations import compared
 
 # Generous: a hosted database may take seconds to wake up, and a migration runs once a release.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -33,17 +34,19 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     return False
 
 
-def _configure(**kwargs: Any) -> None:
+def _configure(dialect: str, **kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
         render_item=render_item,
+        **compared(dialect),
         **kwargs,
     )
 
 
 def _run(connection: Connection) -> None:
-    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+    dialect = connection.dialect.name
+    _configure(dialect, connection=connection, render_as_batch=dialect == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
 
@@ -77,7 +80,9 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    _configure(url=context.config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    offline_url = context.config.get_main_option("sqlalchemy.url")
+    assert offline_url, "sqlalchemy.url is not set"
+    _configure(sa.make_url(offline_url).get_dialect().name, url=offline_url, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -13,8 +13,14 @@ which both databases run as a range of the list's index (user_id, key, id). A NU
 compares to nothing, so sorting by due date takes up to two statements: the dated rows after
 the position (`KEYED`), then the undated ones (`UNDATED`, or `UNDATED_AFTER` an undated
 position). The trash pages the same way by (deleted_at, id), latest first.
+
+Search (`q`) matches the folded texts through an index (`text_search` picks how, per query):
+PostgreSQL's trigram GIN indexes serve the LIKE itself; SQLite's take the FTS5 table
+`tasks_search`, queried with GLOB, when the query has a run of three characters it can look up,
+and the LIKE over the owner's tasks otherwise.
 """
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -24,7 +30,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import func, select
 
-from backend.models import TASKS, USERS
+from backend.models import TASK_ROWID, TASKS, TASKS_SEARCH, USERS
 from backend.schemas import TaskSort, TaskStatus, TaskView
 from backend.services.tags import having_tag
 from backend.services.task_statements import COLUMNS, OWNER, owned, owned_trash
@@ -56,6 +62,56 @@ class After(StrEnum):
     UNDATED_AFTER = "undated_after"  # the tasks without a due date after the position's id
 
 
+class Search(StrEnum):
+    """How a list matches `q`: the same tasks either way."""
+
+    LIKE = "like"  # LIKE on the folded texts (on PostgreSQL, through their trigram indexes)
+    FTS = "fts"  # SQLite: the owner's tasks among those `tasks_search` finds
+
+
+_GLOB_SPECIAL = "*?["
+# What FTS5's trigram tokenizer looks up of a GLOB pattern: its runs between metacharacters, those
+# of at least 3 bytes. It finds nothing for a run of 3 bytes or more but fewer than 3 characters
+# ("漢" alone), and scans every row of every user for a pattern with no run of 3 characters.
+_LITERAL_RUNS = re.compile(f"[^{re.escape(_GLOB_SPECIAL)}]+")
+
+
+def _trigrams_find(folded: str) -> bool:
+    runs = _LITERAL_RUNS.findall(folded)
+    usable = any(len(run) >= 3 for run in runs)
+    return usable and all(len(run) >= 3 or len(run.encode()) < 3 for run in runs)
+
+
+def text_search(q: str, dialect: str) -> tuple[Search, dict[str, str]]:
+    """How a list on `dialect` searches for `q`, and the parameters of its statements."""
+    folded = q.casefold()
+    if dialect == "sqlite" and _trigrams_find(folded):
+        escaped = "".join(f"[{char}]" if char in _GLOB_SPECIAL else char for char in folded)
+        return Search.FTS, {"glob": f"*{escaped}*"}
+    escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return Search.LIKE, {"pattern": f"%{escaped}%"}
+
+
+def _matches(search: Search) -> ColumnElement[bool]:
+    if search is Search.LIKE:
+        pattern: sa.BindParameter[str] = sa.bindparam("pattern")
+        return sa.or_(
+            t.title_folded.like(pattern, escape="\\"),
+            t.description_folded.like(pattern, escape="\\"),
+        )
+    glob: sa.BindParameter[str] = sa.bindparam("glob")
+    found = TASKS_SEARCH.c
+    # One GLOB per column: a pattern never spans the title and the description.
+    return TASK_ROWID.in_(
+        sa.union(
+            select(found.rowid).where(found.title_folded.op("GLOB", is_comparison=True)(glob)),
+            select(found.rowid).where(
+                found.description_folded.op("GLOB", is_comparison=True)(glob)
+            ),
+        )
+    )
+
+
 # Today, in the time zone of the user (or of the request's `tz`): what the views compare to.
 TODAY = sa.bindparam("today", type_=t.due_date.type)
 
@@ -72,7 +128,7 @@ def _view(view: TaskView) -> ColumnElement[bool]:
 
 def _where(
     status: TaskStatus,
-    search: bool,
+    search: Search | None,
     priority: bool,
     due_before: bool,
     due_after: bool,
@@ -84,14 +140,8 @@ def _where(
         filters.append(t.completed == sa.false())
     elif status is TaskStatus.completed:
         filters.append(t.completed == sa.true())
-    if search:
-        pattern: sa.BindParameter[str] = sa.bindparam("pattern")
-        filters.append(
-            sa.or_(
-                t.title_folded.like(pattern, escape="\\"),
-                t.description_folded.like(pattern, escape="\\"),
-            )
-        )
+    if search is not None:
+        filters.append(_matches(search))
     if priority:
         filters.append(t.priority == sa.bindparam("priority"))
     if due_before:
@@ -125,7 +175,7 @@ def _kept_count(status: TaskStatus) -> Executable:
 @lru_cache(maxsize=SHAPES)
 def list_statements(
     status: TaskStatus,
-    search: bool,
+    search: Search | None,
     priority: bool,
     due_before: bool,
     due_after: bool,
@@ -153,7 +203,7 @@ def list_statements(
 @lru_cache(maxsize=SHAPES)
 def after_statement(
     status: TaskStatus,
-    search: bool,
+    search: Search | None,
     priority: bool,
     due_before: bool,
     due_after: bool,

@@ -34,6 +34,7 @@ from backend.services.task_lists import (
     After,
     after_statement,
     list_statements,
+    text_search,
 )
 
 TASKS_KIND = "tasks"
@@ -189,17 +190,16 @@ async def _rows(work: Work, statement: Any, owner_id: str, **params: Any) -> lis
     return await work.rows(statement, {"owner_id": owner_id, **params})
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _shape(query: TaskListQuery) -> tuple[Any, ...]:
-    """What the list's statements depend on: which filters, which view, how many tags, the
-    sort (`task_lists.list_statements`)."""
-    return (
+def _statement_inputs(
+    query: TaskListQuery, today: date, dialect: str
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """What the list's statements depend on (which filters, how it searches on `dialect`, which
+    view, how many tags, the sort: `task_lists.list_statements`), and the filters' values as
+    they bind them."""
+    search, search_params = (None, {}) if query.q is None else text_search(query.q, dialect)
+    shape = (
         query.status,
-        query.q is not None,
+        search,
         query.priority is not None,
         query.due_before is not None,
         query.due_after is not None,
@@ -207,29 +207,23 @@ def _shape(query: TaskListQuery) -> tuple[Any, ...]:
         len(query.tag),
         query.sort,
     )
-
-
-def _params(query: TaskListQuery, today: date) -> dict[str, Any]:
-    """The filters' values, as the shape's statements bind them."""
-    params: dict[str, Any] = tags.filter_params(query.tag)
+    params: dict[str, Any] = {**tags.filter_params(query.tag), **search_params}
     if query.view is not None and query.view is not TaskView.no_date:
         params["today"] = today
-    if query.q is not None:
-        params["pattern"] = _like_pattern(query.q.casefold())
     for name in ("priority", "due_before", "due_after"):
         if (value := getattr(query, name)) is not None:
             params[name] = value
-    return params
+    return shape, params
 
 
 def explainable_statements(
-    query: TaskListQuery, owner_id: str, today: date
+    query: TaskListQuery, owner_id: str, today: date, dialect: str
 ) -> list[tuple[str, Executable, dict[str, Any]]]:
     """The statements a page of the list runs first (its count, its rows), with their
     parameters: for the benchmark's plans (`bench/scale.py`)."""
     request = list_request(query)
-    shape = _shape(request.query)
-    params = {"owner_id": owner_id, **_params(request.query, today)}
+    shape, params = _statement_inputs(request.query, today, dialect)
+    params = {"owner_id": owner_id, **params}
     count, page = list_statements(*shape)
     wanted = request.limit + 1
     if request.position is None:
@@ -251,9 +245,8 @@ async def list_tasks(
     """A page of the list; `today` is what its view compares to."""
     query = request.query
     work = await unit.read()
-    shape = _shape(query)
+    shape, params = _statement_inputs(query, today, work.dialect)
     count, page = list_statements(*shape)
-    params = _params(query, today)
     total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
     wanted = request.limit + 1  # one more than the page: whether another page follows
     rows: list[dict[str, Any]] = []
