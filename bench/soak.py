@@ -50,7 +50,7 @@ import httpx
 import orjson
 from loadgen import Load, WrkFailed, WrkMissing, WrkResult, find_wrk, run_load, wrk_version
 from report import describe_machine, git_revision
-from run import DEFAULT_PG_URL, ROOT, Workbench, pg, work_directory
+from run import DEFAULT_PG_URL, ROOT, Workbench, _overrides, pg, work_directory
 from seed import DEEP_TASKS
 from servers import Server, ServerFailed
 
@@ -521,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     output: Path = args.output or BENCH / "out" / f"soak-{started_at:%Y%m%d-%H%M%S}.json"
     command = shlex.join(["python", "bench/soak.py", *(sys.argv[1:] if argv is None else argv)])
     postgres = args.only == "pg"
-    overrides = {}
-    for pair in args.service_env:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"bench: --service-env wants NAME=VALUE, not {pair!r}")
-        overrides[name] = value
+    overrides = _overrides(args.service_env)
 
     with work_directory(args.keep) as workdir:
         bench = Workbench(
