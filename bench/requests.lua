@@ -121,6 +121,66 @@ local function build(route, data)
          local body = '{"email": "' .. user.email .. '", "password": "' .. data.password .. '"}'
          return request_for("POST", "/api/auth/login", nil, body)
       end)}
+   elseif route == "mixed" then
+      -- The soak's load (bench/soak.py): each user in turn goes through 22 steps, 14 reads and
+      -- 8 writes, one step for every user before the next step. Four variants (one a round)
+      -- address other tasks and bodies. Run it on ONE wrk thread: the writes to a task are
+      -- then issued in order, hundreds of requests apart. Every round, the task a user creates
+      -- (a client-chosen id) is first deleted and purged from the trash, and a task deleted is
+      -- restored later in the round, so that whatever round wrk stopped in, the next run (which
+      -- starts at the first step again) gets no 404 or 409, and the data stays the same size.
+      local patch_bodies = {'{"priority": "medium", "due_date": "2026-12-24"}',
+         '{"priority": "low", "due_date": null, "description": "Patched by the soak"}'}
+      local deep = data.deep
+      local variants = {}
+      for v = 1, 4 do
+         local half = math.floor((v - 1) / 2) + 1   -- 1, 1, 2, 2: the body of PATCH and PUT
+         local other = (v - 1) % 2                  -- 0, 1, 0, 1: which of two tasks
+         local function created(index)
+            return string.format("50a50000-0000-4000-8000-%012d", index * 10 + v)
+         end
+         local create = '{"id": "%s", "title": "Soak task %d", "priority": "high", '
+            .. '"due_date": "2026-12-01", "tags": ["soak", "errands"]}'
+         local steps = {
+            function(u) return "GET", tasks_path(u) end,
+            function(u, i) return "DELETE", tasks_path(u) .. "/" .. created(i) end,
+            function(u) return "GET", tasks_path(u) .. "/" .. u.tasks[v] end,
+            function(u) return "GET", tasks_path(u) .. "?status=pending&sort=due_date" end,
+            function(u, i) return "DELETE", "/api/" .. u.id .. "/trash/" .. created(i) end,
+            function(u) return "GET", "/api/" .. u.id .. "/changes?limit=50" end,
+            function(u, i) return "POST", tasks_path(u), string.format(create, created(i), v) end,
+            function(u) return "GET", tasks_path(u) .. "?q=" .. data.search end,
+            function(u) return "PATCH", tasks_path(u) .. "/" .. u.tasks[5 + other], patch_bodies[half] end,
+            function(u, i) return "GET", tasks_path(u) .. "/" .. created(i) end,
+            function(u) return "GET", tasks_path(u) .. "?sort=title&limit=50" end,
+            function(u) return "PATCH", tasks_path(u) .. "/" .. u.tasks[8 + v] .. "/complete" end,
+            function(u) return "GET", tasks_path(u) .. "?tag=soak" end,
+            function(u) return "DELETE", tasks_path(u) .. "/" .. u.doomed[v] end,
+            function(u) return "GET", tasks_path(u) .. "?offset=20" end,
+            function(u) return "PUT", tasks_path(u) .. "/" .. u.tasks[13 + other], replace_bodies[half] end,
+            function(u) return "GET", tasks_path(u) .. "?view=upcoming" end,
+            function(u) return "GET", "/api/" .. u.id .. "/tags" end,
+            function(u) return "POST", "/api/" .. u.id .. "/trash/" .. u.doomed[v] .. "/restore" end,
+            function(u, i)  -- the user with 10,000 tasks: a client catching up, a deep page
+               if deep == nil then return "GET", tasks_path(u) .. "?limit=100" end
+               if i % 2 == 1 then
+                  return "GET", "/api/" .. deep.id .. "/changes?since=" .. deep.since, nil, deep
+               end
+               return "GET", tasks_path(deep) .. "?cursor=" .. deep.cursor, nil, deep
+            end,
+            function(u) return "GET", tasks_path(u) .. "?priority=high&status=completed&sort=-due_date" end,
+            function(u) return "GET", tasks_path(u) .. "/" .. u.tasks[16 + v] end,
+         }
+         local requests = {}
+         for _, step in ipairs(steps) do
+            for index, user in ipairs(users) do
+               local method, path, body, as = step(user, index)
+               table.insert(requests, request_for(method, path, (as or user).token, body))
+            end
+         end
+         table.insert(variants, requests)
+      end
+      return variants
    end
    error("unknown route: " .. tostring(route))
 end
