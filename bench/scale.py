@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import orjson
 from loadgen import Load, WrkFailed, WrkMissing, find_wrk, run_load, wrk_version
@@ -245,7 +245,10 @@ async def _explain(dsn: str, user: SeedUser, args: argparse.Namespace) -> dict[s
                 if shape.name not in args.shapes:
                     continue
                 raw = shape.query(user, today.isoformat())
-                params = dict(part.split("=", 1) for part in raw.split("&") if part)
+                params: dict[str, Any] = {
+                    name: values if name == "tag" else values[0]
+                    for name, values in parse_qs(raw).items()
+                }
                 if "cursor" in params:
                     params["cursor"] = user.list_cursor()
                 query = TaskListQuery.model_validate(params)

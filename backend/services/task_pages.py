@@ -29,10 +29,12 @@ from backend.schemas import TaskListQuery, TaskPage, TaskView, TrashPage, TrashQ
 from backend.services import cursors, tags
 from backend.services import task_statements as q
 from backend.services.task_lists import (
+    DEEP_OFFSET,
     SORT_KEY,
     TRASH_AFTER,
     After,
     after_statement,
+    deep_page_statement,
     list_statements,
     text_search,
 )
@@ -227,6 +229,8 @@ def explainable_statements(
     count, page = list_statements(*shape)
     wanted = request.limit + 1
     if request.position is None:
+        if request.passed >= DEEP_OFFSET:
+            page = deep_page_statement(*shape)
         rows = page, {**params, "limit": wanted, "offset": request.passed}
     else:
         field = request.query.sort.field
@@ -253,6 +257,8 @@ async def list_tasks(
     position = request.position
     field = query.sort.field
     if position is None:
+        if request.passed >= DEEP_OFFSET:
+            page = deep_page_statement(*shape)
         if request.passed < total:
             rows = await _rows(work, page, owner_id, limit=wanted, offset=request.passed, **params)
     elif total > 0:
