@@ -28,7 +28,11 @@ class RequestContext:
 
     @property
     def user_id(self) -> str | None:
-        return None if self.account is None else self.account.id
+        """The account's id; on a route that checks the token in its statements (no account
+        read), the token's subject, which the pipeline has checked is the path's owner."""
+        if self.account is not None:
+            return self.account.id
+        return None if self.principal is None else self.principal.subject
 
     def install(self, scope: Mapping[str, Any]) -> None:
         scope["state"][_KEY] = self

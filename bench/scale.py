@@ -4,6 +4,7 @@ same shape for a user with 10,000 (the per-user cap), on the same server, in one
     .venv/bin/python bench/scale.py                      # PostgreSQL, 2 workers, every shape
     .venv/bin/python bench/scale.py --shapes default,search --duration 4
     .venv/bin/python bench/scale.py --only sqlite --workers 1
+    .venv/bin/python bench/scale.py --revision f217e6a    # an older backend, for a before/after
 
 The data is bench/run.py's (100 users with 100 tasks each, and the deep user with 10,000; tasks
 carry tags), seeded once. One server (`todo-api serve`, the benchmark's settings: limits out of
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--shapes", type=_csv, default=list(SHAPE_NAMES))
     parser.add_argument("--no-explain", action="store_true", help="skip the plans (PostgreSQL)")
+    parser.add_argument(
+        "--revision",
+        help="serve this commit's backend/ (migrations included) instead of the working tree's, "
+        "for a before/after; the plans are the working tree's, so they are left out",
+    )
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
         help="a setting for the service (repeatable)",
@@ -344,9 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     with work_directory(args.keep) as workdir:
         bench = Workbench(workdir=workdir, pg_url=args.pg_url, users=100, tasks=10_000)
         bench.service_overrides = dict(pair.split("=", 1) for pair in args.service_env)
+        revision = git_revision(ROOT)
+        if args.revision:
+            revision = bench.export_revision(args.revision)
+            args.no_explain = True
         report: dict[str, Any] = {
             "command": command,
-            "revision": git_revision(ROOT),
+            "revision": revision,
             "started_at": started_at.isoformat(timespec="seconds"),
             "database": "PostgreSQL" if postgres else "SQLite",
             "workers": args.workers,

@@ -1470,3 +1470,30 @@ async def test_a_jwks_url_with_credentials_never_reaches_the_log(
             assert_problem(response, 503, "service_unavailable")
     warnings = [r.getMessage() for r in caplog.records if "Better Auth JWKS" in r.getMessage()]
     assert warnings and all("todo:" not in w and "***@127.0.0.1" in w for w in warnings)
+
+
+async def test_routes_that_check_the_token_in_their_statements_provision_and_rename_too(
+    better_auth: dict[str, BetterAuthServer], make_settings: SettingsFactory
+) -> None:
+    """Create, get, replace and complete read no account first: a Better Auth user's very first
+    request may be any of them, and a new name in the token still reaches the stored user."""
+    server = better_auth["EdDSA"]
+    user = await better_auth_sign_up(server, name="Ada Better")
+    async with serving(make_settings, better_auth_url=server.base_url) as (app, client):
+        created = await create_task(client, user.id, await user.token())
+        assert created.status_code == 201, created.text
+        stored = await stored_user(app, user.id)
+        assert stored is not None and stored.name == "Ada Better"
+        task_url = f"/api/{user.id}/tasks/{created.json()['id']}"
+
+        await user.rename("Ada Lovelace")
+        got = await client.get(task_url, headers=bearer(await user.token()))
+        assert got.status_code == 200, got.text
+        renamed = await stored_user(app, user.id)
+        assert renamed is not None and renamed.name == "Ada Lovelace"
+
+        body = {"title": "Replaced", "completed": False}
+        replaced = await client.put(task_url, json=body, headers=bearer(await user.token()))
+        assert replaced.status_code == 200, replaced.text
+        completed = await client.patch(f"{task_url}/complete", headers=bearer(await user.token()))
+        assert completed.json()["completed"] is True

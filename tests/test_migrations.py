@@ -381,6 +381,7 @@ async def _found(url: str, q: str) -> int:
         count, _ = list_statements(
             TaskStatus.all, search, False, False, False, None, 0, TaskSort.created_at_desc
         )
+        assert count is not None  # a search is counted
         async with engine.connect() as connection:
             result = await connection.execute(count, {"owner_id": "u1", **params})
             total: int = result.scalar_one()

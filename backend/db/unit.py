@@ -150,6 +150,10 @@ class UnitOfWork:
     def __init__(self, database: "Database", *, write: bool) -> None:
         self._database = database
         self._write = write
+        # The token's standing, for the statements that check it themselves (the
+        # `standing_*` parameters of `task_statements.IN_STANDING`): set by the pipeline when
+        # it has not read the account (`backend/routing.py`); empty otherwise.
+        self.standing: dict[str, Any] = {}
         self._connection: AsyncConnection | None = None
         self._reader: Work | None = None
         self._session: AsyncSession | None = None

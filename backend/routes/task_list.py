@@ -88,5 +88,6 @@ async def list_tasks(
     etag = list_etag(user.revision, request.fingerprint(today))
     if none_match(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
-    page = await task_pages.list_tasks(unit, owner, request, today=today)
+    kept = task_pages.KeptCounts(user.task_count, user.completed_count)
+    page = await task_pages.list_tasks(unit, owner, request, today=today, kept=kept)
     return json_response(page, headers={"ETag": etag})

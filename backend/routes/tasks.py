@@ -30,7 +30,7 @@ from backend.preconditions import (
 )
 from backend.responses import json_response
 from backend.routes.task_bodies import CompleteBody, TaskCreateBody, TaskPatchBody, TaskReplaceBody
-from backend.routing import OwnerScopedRoute
+from backend.routing import OwnerScopedRoute, checks_token_in_statements
 from backend.schemas import (
     COMPLETED_TASK_EXAMPLE,
     TASK_EXAMPLE,
@@ -141,6 +141,7 @@ def task_answer(task: TaskRead, *, status_code: int = 200, **headers: str) -> Re
         ),
     },
 )
+@checks_token_in_statements
 async def create_task(
     owner: OwnerId, unit: UnitDep, body: TaskCreateBody, settings: SettingsDep
 ) -> Response:
@@ -167,6 +168,7 @@ async def create_task(
         **problem_responses(*OWNER_ERRORS, "not_found", invalid=INVALID_ID),
     },
 )
+@checks_token_in_statements
 async def get_task(
     owner: OwnerId, unit: UnitDep, task_id: TaskId, if_none_match: IfNoneMatch = None
 ) -> Response:
@@ -185,6 +187,7 @@ async def get_task(
     operation_id="replaceTask",
     responses=changed_task_responses("The task as it now is."),
 )
+@checks_token_in_statements
 async def replace_task(
     owner: OwnerId,
     unit: UnitDep,
@@ -213,6 +216,7 @@ async def replace_task(
         invalid=(["body", "title"], "may be left out, but not null", "not_null"),
     ),
 )
+@checks_token_in_statements
 async def patch_task(
     owner: OwnerId,
     unit: UnitDep,
@@ -282,6 +286,7 @@ async def delete_task(
         invalid=(["body", "completed"], "Field required", "missing"),
     ),
 )
+@checks_token_in_statements
 async def complete_task(
     owner: OwnerId,
     unit: UnitDep,

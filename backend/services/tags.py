@@ -53,6 +53,13 @@ def _insert(count: int) -> sa.Insert:
     )
 
 
+# The number of live tasks with one tag (bound as `tag_0`): its rows, one per live task (a task
+# has each key once), an index-only range; the list's total when that tag is its only filter.
+TAGGED = select(func.count().label("total")).where(
+    tt.user_id == OWNER, tt.key == sa.bindparam("tag_0")
+)
+
+
 def having_tag(index: int) -> sa.ColumnElement[bool]:
     """The list's filter for its `index`-th tag (bound as `tag_<index>`, folded)."""
     return t.id.in_(

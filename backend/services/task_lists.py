@@ -1,10 +1,11 @@
 """The list statements, built once per shape of query (which filters, which sort) on the owner's
 live tasks: the count, the page by offset, and the pages after a cursor's position (keyset).
 
-The count of a list with no filter but its status is not counted: it is read from the owner's
-row, which keeps the numbers of live and of live completed tasks (`users.task_count`, kept by the
-services under the cap, and `users.completed_count`, kept by triggers). Other filters are
-counted by the index that serves them.
+The total of a list with no filter but its status is not counted: it comes from the owner's row,
+which keeps the numbers of live and of live completed tasks (`users.task_count`, kept by the
+services under the cap, and `users.completed_count`, kept by triggers), read with the account at
+the start of the request (`kept_total`). A list filtered by one tag alone counts that tag's rows
+(`tags.TAGGED`). Other filters are counted by the index that serves them.
 
 A list's order is total: the sort key, then the id, both in the sort's direction; tasks without
 a due date come last in either direction. The page after a position is the rows strictly after
@@ -30,10 +31,10 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import func, select
 
-from backend.models import TASK_ROWID, TASKS, TASKS_SEARCH, USERS
+from backend.models import TASK_ROWID, TASKS, TASKS_SEARCH
 from backend.schemas import TaskSort, TaskStatus, TaskView
-from backend.services.tags import having_tag
-from backend.services.task_statements import COLUMNS, OWNER, owned, owned_trash
+from backend.services.tags import TAGGED, having_tag
+from backend.services.task_statements import COLUMNS, owned, owned_trash
 
 t = TASKS.c
 SORT_COLUMNS: dict[str, Any] = {
@@ -161,15 +162,11 @@ def _columns(sort: TaskSort) -> list[Any]:
     return columns
 
 
-def _kept_count(status: TaskStatus) -> Executable:
-    """The number of the owner's live tasks of a status, as the owner's row keeps it."""
-    u = USERS.c
-    counted = {
-        TaskStatus.all: u.task_count,
-        TaskStatus.pending: u.task_count - u.completed_count,
-        TaskStatus.completed: u.completed_count,
-    }[status]
-    return select(counted.label("total")).where(u.id == OWNER)
+def kept_total(status: TaskStatus, live: int, completed: int) -> int:
+    """The number of the owner's live tasks of a status, from the counts its row keeps."""
+    if status is TaskStatus.pending:
+        return live - completed
+    return completed if status is TaskStatus.completed else live
 
 
 @lru_cache(maxsize=SHAPES)
@@ -182,14 +179,16 @@ def list_statements(
     view: TaskView | None,
     tags: int,
     sort: TaskSort,
-) -> tuple[Executable, Executable]:
-    """The count and page statements for one shape of query."""
+) -> tuple[Executable | None, Executable]:
+    """The count and page statements for one shape of query; no count for a list filtered by
+    status alone (`kept_total`)."""
     where = _where(status, search, priority, due_before, due_after, view, tags)
-    count: Executable
-    if search or priority or due_before or due_after or view is not None or tags:
+    count: Executable | None = None
+    others = bool(search or priority or due_before or due_after or view is not None)
+    if tags == 1 and not others and status is TaskStatus.all:
+        count = TAGGED
+    elif others or tags:
         count = select(func.count().label("total")).select_from(TASKS).where(where)
-    else:
-        count = _kept_count(status)
     page = (
         select(*_columns(sort))
         .where(where)

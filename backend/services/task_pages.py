@@ -35,6 +35,7 @@ from backend.services.task_lists import (
     After,
     after_statement,
     deep_page_statement,
+    kept_total,
     list_statements,
     text_search,
 )
@@ -240,18 +241,32 @@ def explainable_statements(
         else:
             key = _bound(field, request.position.key)
             rows = after_statement(*shape, After.KEYED), {**after, "after_key": key}
-    return [("count", count, params), ("page", *rows)]
+    counted = [] if count is None else [("count", count, params)]
+    return [*counted, ("page", *rows)]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCounts:
+    """The owner's live tasks and completed ones among them, as its row keeps them (read with
+    the account): the total of a list filtered by status alone."""
+
+    live: int
+    completed: int
 
 
 async def list_tasks(
-    unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date
+    unit: UnitOfWork, owner_id: str, request: ListRequest, *, today: date, kept: KeptCounts
 ) -> TaskPage:
     """A page of the list; `today` is what its view compares to."""
     query = request.query
     work = await unit.read()
     shape, params = _statement_inputs(query, today, work.dialect)
     count, page = list_statements(*shape)
-    total: int = (await _rows(work, count, owner_id, **params))[0]["total"]
+    total: int
+    if count is None:
+        total = kept_total(query.status, kept.live, kept.completed)
+    else:
+        total = (await _rows(work, count, owner_id, **params))[0]["total"]
     wanted = request.limit + 1  # one more than the page: whether another page follows
     rows: list[dict[str, Any]] = []
     position = request.position

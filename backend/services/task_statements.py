@@ -24,7 +24,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import delete, insert, select, update
 
-from backend.models import TASKS, USERS, UTCDateTime
+from backend.models import TASKS, USERS, AuthProvider, UTCDateTime
 
 t = TASKS.c
 u = USERS.c
@@ -68,11 +68,43 @@ MATCHES = sa.or_(
     ),
 )
 
+# --- the token's standing -------------------------------------------------------------------
+
+# A route that checks the token inside its own statements (`backend/routing.py`) gives them the
+# token's provider, the instant it was issued and, for Better Auth, the profile it carries (as
+# stored: `users.standing`). The owner's row then passes only if it is that provider's, has not
+# revoked the tokens issued at that instant (logout-all, a new password) and holds that profile;
+# otherwise the statement finds nothing, and the pipeline asks why. Without them (None: the
+# pipeline has read the account already) the row passes.
+STANDING_PROVIDER = sa.bindparam("standing_provider", value=None, type_=sa.String())
+STANDING_ISSUED_AT = sa.bindparam("standing_issued_at", value=None, type_=UTCDateTime())
+STANDING_EMAIL = sa.bindparam("standing_email", value=None, type_=sa.String())
+STANDING_NAME = sa.bindparam("standing_name", value=None, type_=sa.String())
+IN_STANDING = sa.or_(
+    STANDING_PROVIDER.is_(None),
+    sa.and_(
+        u.provider == STANDING_PROVIDER,
+        sa.or_(u.tokens_valid_after.is_(None), u.tokens_valid_after <= STANDING_ISSUED_AT),
+        sa.or_(
+            u.provider == AuthProvider.local,
+            sa.and_(
+                u.email.is_not_distinct_from(STANDING_EMAIL),
+                u.name.is_not_distinct_from(STANDING_NAME),
+            ),
+        ),
+    ),
+)
+
 # --- the revision ---------------------------------------------------------------------------
 
 # The owner's next revision (SQLite: run first, in the write's transaction). The row stays
 # locked until the transaction ends, so revisions are taken, and committed, one after another.
-BUMP = update(USERS).where(u.id == OWNER).values(revision=u.revision + 1).returning(u.revision)
+BUMP = (
+    update(USERS)
+    .where(u.id == OWNER, IN_STANDING)
+    .values(revision=u.revision + 1)
+    .returning(u.revision)
+)
 _BUMPED = BUMP.returning(u.id.label("owner")).cte("bumped")
 
 
@@ -93,7 +125,7 @@ class Stamped:
 
 # --- reads ----------------------------------------------------------------------------------
 
-GET = select(*COLUMNS).where(owned(BY_ID))
+GET = select(*COLUMNS).where(owned(BY_ID), sa.exists().where(u.id == OWNER, IN_STANDING))
 GET_ANY = select(*COLUMNS).where(owned_any(BY_ID))
 
 # --- create ---------------------------------------------------------------------------------
@@ -113,7 +145,7 @@ FIRST_POSITION = select(sa.func.min(t.position).label("position")).where(owned()
 # position (read under that lock: new tasks go before it), which saves a round trip.
 _COUNTED = (
     update(USERS)
-    .where(u.id == OWNER, u.task_count < sa.bindparam("cap"))
+    .where(u.id == OWNER, u.task_count < sa.bindparam("cap"), IN_STANDING)
     .values(task_count=u.task_count + 1, revision=u.revision + 1)
 )
 COUNT_ONE_MORE = _COUNTED.returning(u.revision, FIRST_POSITION.scalar_subquery().label("first"))

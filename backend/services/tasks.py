@@ -63,7 +63,7 @@ def _read(row: dict[str, Any]) -> TaskRead:
 
 
 async def _current(unit: UnitOfWork, owner_id: str, task_id: uuid.UUID) -> TaskRead | None:
-    rows = await _rows(await unit.read(), q.GET, owner_id, task_id=task_id)
+    rows = await _rows(await unit.read(), q.GET, owner_id, task_id=task_id, **unit.standing)
     return _read(rows[0]) if rows else None
 
 
@@ -101,12 +101,15 @@ async def _one_write(unit: UnitOfWork) -> AsyncIterator[Work]:
 
 
 async def _stamped(
-    work: Work, write: q.Stamped, owner_id: str, **params: Any
+    work: Work, write: q.Stamped, owner_id: str, standing: dict[str, Any], **params: Any
 ) -> list[dict[str, Any]]:
+    """A stamped write; nothing when the owner's row did not pass (`standing`)."""
     if work.dialect == "postgresql":
-        return await _rows(work, write.postgresql, owner_id, **params)
-    revision = (await _rows(work, q.BUMP, owner_id))[0]["revision"]
-    return await _rows(work, write.sqlite, owner_id, revision=revision, **params)
+        return await _rows(work, write.postgresql, owner_id, **standing, **params)
+    bumped = await _rows(work, q.BUMP, owner_id, **standing)
+    if not bumped:
+        return []
+    return await _rows(work, write.sqlite, owner_id, revision=bumped[0]["revision"], **params)
 
 
 async def create_task(
@@ -133,7 +136,7 @@ async def create_task(
     }
     try:
         async with unit.transaction() as work:
-            counted = await _rows(work, q.COUNT_ONE_MORE, owner_id, cap=max_tasks)
+            counted = await _rows(work, q.COUNT_ONE_MORE, owner_id, cap=max_tasks, **unit.standing)
             if not counted:
                 raise TooManyTasks(
                     f"An account can hold at most {max_tasks} tasks; delete some first."
@@ -170,6 +173,7 @@ async def _change(
             work,
             q.UPDATE,
             owner_id,
+            unit.standing,
             task_id=task_id,
             versions=if_match,
             now=utcnow(),
@@ -224,7 +228,13 @@ async def set_completed(
         return await _change(unit, owner_id, task_id, {"completed": completed}, if_match)
     async with _one_write(unit) as work:
         rows = await _stamped(
-            work, q.TOGGLE, owner_id, task_id=task_id, versions=if_match, now=utcnow()
+            work,
+            q.TOGGLE,
+            owner_id,
+            unit.standing,
+            task_id=task_id,
+            versions=if_match,
+            now=utcnow(),
         )
     if rows:
         return _read(rows[0])
@@ -248,7 +258,7 @@ async def delete_task(
     trash included); with `if_match`, a task whose version is not listed is 412."""
     async with unit.transaction() as work:
         moved = await _stamped(
-            work, q.TRASH, owner_id, task_id=task_id, versions=if_match, now=utcnow()
+            work, q.TRASH, owner_id, unit.standing, task_id=task_id, versions=if_match, now=utcnow()
         )
         if moved:
             await _run(work, q.COUNT_FEWER, owner_id, fewer=1)

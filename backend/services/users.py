@@ -6,9 +6,10 @@ No HTTP here: functions take a session and plain values, raise domain errors, an
 
 import dataclasses
 import hashlib
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,10 @@ class Account:
     tokens_valid_after: datetime | None
     # The revision of the user's tasks when the request began (see services/changes.py).
     revision: int
+    # Its live tasks, and the completed ones among them, when the request began: the `total` of
+    # a list filtered by status alone (see services/task_lists.py).
+    task_count: int
+    completed_count: int
 
 
 # Table columns (Core), not ORM attributes: this query runs on every authenticated request.
@@ -49,6 +54,8 @@ _ACCOUNT_COLUMNS: tuple[Any, ...] = (
     USERS.c.created_at,
     USERS.c.tokens_valid_after,
     USERS.c.revision,
+    USERS.c.task_count,
+    USERS.c.completed_count,
 )
 
 
@@ -62,6 +69,8 @@ def account_of(user: User) -> Account:
         user.created_at,
         user.tokens_valid_after,
         user.revision,
+        user.task_count,
+        user.completed_count,
     )
 
 
@@ -191,13 +200,52 @@ def _better_auth_profile(principal: Principal) -> tuple[str | None, str | None]:
 async def account_for_token(unit: UnitOfWork, principal: Principal) -> Account:
     """The account behind a verified token, read on `unit`; a Better Auth user seen for the
     first time (or with a new email or name) is stored first, in a transaction of `unit`."""
+    account, _ = await _account_for_token(unit, principal)
+    return account
+
+
+async def _account_for_token(unit: UnitOfWork, principal: Principal) -> tuple[Account, bool]:
+    """The account, and whether it had to be stored (or its profile updated) first."""
     account = await find_account(await unit.read(), principal)
-    if needs_provisioning(account, principal):
+    stored = needs_provisioning(account, principal)
+    if stored:
         async with unit.transaction() as work:
             account = await provision_better_auth_user(work, principal)
     if account is None:
         raise InvalidToken("The user of this access token no longer exists.")
-    return account
+    return account, stored
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def standing(principal: Principal) -> dict[str, Any]:
+    """What statements that check the token themselves compare the owner's row with
+    (`task_statements.IN_STANDING`): its provider; the instant the token was issued, to the
+    microsecond below (so that it compares with the stored revocation instant, which has
+    microseconds, exactly as `find_account` compares them); and for Better Auth, the profile
+    its claims would store."""
+    email, name = (
+        _better_auth_profile(principal)
+        if principal.provider == AuthProvider.better_auth
+        else (None, None)
+    )
+    issued_at = _EPOCH + timedelta(microseconds=math.floor(principal.issued_at * 1_000_000))
+    return {
+        "standing_provider": principal.provider.value,
+        "standing_issued_at": issued_at,
+        "standing_email": email,
+        "standing_name": name,
+    }
+
+
+async def settle_standing(unit: UnitOfWork, principal: Principal) -> bool:
+    """After a request checked the token only inside its statements and was refused: the
+    token's own standing, when it is why (InvalidToken: revoked, another provider's subject,
+    no such user). True when the account had to be stored (or its profile updated) first: the
+    request runs again; False when the refusal stands."""
+    _, stored = await _account_for_token(unit, principal)
+    return stored
 
 
 def needs_provisioning(account: Account | None, principal: Principal) -> bool:
@@ -233,6 +281,7 @@ _PROVISION = insert(USERS).values(
     name=sa.bindparam("name"),
     time_zone="UTC",
     task_count=0,
+    completed_count=0,
     revision=0,
     sync_horizon=0,
     created_at=sa.bindparam("now", type_=UTCDateTime()),
