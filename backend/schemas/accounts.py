@@ -22,13 +22,13 @@ from backend.schemas.common import (
     StoredText,
     Timestamp,
     _blank_to_none,
-    _strip,
+    trimmed,
 )
 from backend.schemas.examples import JWKS_EXAMPLE
 
 Email = Annotated[
     EmailStr,
-    BeforeValidator(_strip),
+    BeforeValidator(trimmed(320)),
     AfterValidator(canonical_email),
     Field(
         max_length=320,
@@ -67,7 +67,10 @@ class SignupRequest(RequestModel):
 
 class LoginRequest(RequestModel):
     email: Annotated[
-        StoredText, BeforeValidator(_strip), AfterValidator(lookup_email), Field(max_length=320)
+        StoredText,
+        BeforeValidator(trimmed(320)),
+        AfterValidator(lookup_email),
+        Field(max_length=320),
     ] = Field(
         description="Compared as at signup: trimmed, Unicode NFC, any case, the domain in "
         "Unicode or in `xn--` punycode alike.",
@@ -143,7 +146,10 @@ class AccountDeletion(RequestModel):
 
 class ForgotPasswordRequest(RequestModel):
     email: Annotated[
-        StoredText, BeforeValidator(_strip), AfterValidator(lookup_email), Field(max_length=320)
+        StoredText,
+        BeforeValidator(trimmed(320)),
+        AfterValidator(lookup_email),
+        Field(max_length=320),
     ] = Field(
         description="The account's email, compared as at login.", examples=["ada@example.com"]
     )

@@ -3,6 +3,7 @@ and `RequestModel`, the base of request bodies.
 """
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -41,6 +42,23 @@ WHITESPACE = (
 
 def _strip(value: Any) -> Any:
     return value.strip(WHITESPACE) if isinstance(value, str) else value
+
+
+def trimmed(max_length: int) -> Callable[[Any], Any]:
+    """Trim a string, after checking its length as sent: the document's `maxLength` is about
+    what the client sends, so a value longer than that is refused even when trimming would
+    have made it fit (a client that validates against the schema refuses it too)."""
+
+    def check_then_strip(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > max_length:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": max_length},
+            )
+        return _strip(value)
+
+    return check_then_strip
 
 
 def _blank_to_none(value: Any) -> Any:

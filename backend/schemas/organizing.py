@@ -20,8 +20,8 @@ from backend.schemas.common import (
     RequestModel,
     _no_nul,
     _not_blank,
-    _strip,
     is_unicode_text,
+    trimmed,
 )
 
 MAX_TAGS = 20
@@ -37,7 +37,7 @@ def _unicode(value: str) -> str:
 
 Tag = Annotated[
     StrictStr,
-    BeforeValidator(_strip),
+    BeforeValidator(trimmed(MAX_TAG_LENGTH)),
     AfterValidator(_not_blank),
     AfterValidator(_no_nul),
     AfterValidator(_unicode),

@@ -25,17 +25,18 @@ from backend.schemas.common import (
     _calendar_date,
     _no_nul,
     _not_blank,
-    _strip,
+    trimmed,
 )
 from backend.schemas.organizing import Tags
 
+TITLE_MAX_LENGTH = 200
 Title = Annotated[
     StrictStr,
-    BeforeValidator(_strip),
+    BeforeValidator(trimmed(TITLE_MAX_LENGTH)),
     AfterValidator(_not_blank),
     AfterValidator(_no_nul),
     Field(
-        max_length=200,
+        max_length=TITLE_MAX_LENGTH,
         description="Trimmed; 1 to 200 characters.",
         examples=["Buy milk"],
         # What the validators above enforce, said in the schema: not blank, and no NUL.
