@@ -138,14 +138,13 @@ class ApiRoute(APIRoute):
                 try:
                     context = RequestContext(unit, principal, response_headers=dict(headers))
                     context.install(request.scope)
+                    earlier = None
                     if in_statements:
                         assert principal is not None
                         response = await _checking_in_statements(handler, request, unit, principal)
-                        earlier = None
                     else:
                         if principal is not None:
                             context.account = await users.account_for_token(unit, principal)
-                        earlier = None
                         if idempotent is not None and context.account is not None:
                             earlier = await idempotent.claim(unit, context.account.id)
                         # A repeat gets the answer kept for it, and nothing runs.

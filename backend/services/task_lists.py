@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import func, select
 
@@ -189,14 +189,12 @@ def list_statements(
         count = TAGGED
     elif others or tags:
         count = select(func.count().label("total")).select_from(TASKS).where(where)
-    page = (
-        select(*_columns(sort))
-        .where(where)
-        .order_by(*order_by(sort))
-        .limit(LIMIT)
-        .offset(sa.bindparam("offset"))
-    )
-    return count, page
+    return count, _by_offset(select(*_columns(sort)).where(where), sort)
+
+
+def _by_offset(rows: Select[Any], sort: TaskSort) -> Select[Any]:
+    """`rows` in the list's order, `limit` of them from `offset` on."""
+    return rows.order_by(*order_by(sort)).limit(LIMIT).offset(sa.bindparam("offset"))
 
 
 # From this offset on, a page is read by `deep_page_statement`.
@@ -219,13 +217,7 @@ def deep_page_statement(
     what the filters read), and only the page's rows from the table. A plain OFFSET reads every
     skipped row from the table too: at 10,000 tasks in, ten times slower."""
     where = _where(status, search, priority, due_before, due_after, view, tags)
-    ids = (
-        select(t.id)
-        .where(where)
-        .order_by(*order_by(sort))
-        .limit(LIMIT)
-        .offset(sa.bindparam("offset"))
-    )
+    ids = _by_offset(select(t.id).where(where), sort)
     page: Executable = select(*_columns(sort)).where(owned(t.id.in_(ids))).order_by(*order_by(sort))
     return page
 
